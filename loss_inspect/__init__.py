@@ -1,0 +1,87 @@
+"""loss_inspect: see what a Keras 3 model's loss is made of, step by step.
+
+``import loss_inspect`` stays light: Keras, the backends, matplotlib and
+ipywidgets are imported only when a function that needs them is called.
+
+Example:
+    ```python
+    import loss_inspect as li
+
+    with li.attach(model) as rec:
+        model.fit(x, y, epochs=2, verbose=0)
+    print(li.breakdown_table(rec.history))
+    rec.history["total"], rec.history.keys()
+    ```
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._version import __version__
+from .history import KINDS, PHASES, BreakdownRow, LossHistory, NonFinite, Term
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .recorder import Recorder
+    from .snapshot import Snapshot
+
+__all__ = [
+    "__version__",
+    "attach",
+    "snapshot",
+    "recorders",
+    "breakdown_table",
+    "Recorder",
+    "Snapshot",
+    "LossHistory",
+    "Term",
+    "NonFinite",
+    "BreakdownRow",
+    "KINDS",
+    "PHASES",
+]
+
+
+def attach(model, *, capacity: int | None = None) -> "Recorder":
+    """Attach a `Recorder` to a Keras 3 model; see `loss_inspect.recorder.attach`."""
+    from .recorder import attach as _attach
+
+    return _attach(model, capacity=capacity)
+
+
+def snapshot(model) -> "Snapshot":
+    """The attributed terms of ``model.losses`` from the last eager forward pass."""
+    from .snapshot import snapshot as _snapshot
+
+    return _snapshot(model)
+
+
+def recorders() -> list["Recorder"]:
+    """Recorders attached now (empty if Keras was never imported by loss_inspect)."""
+    import sys
+
+    if "loss_inspect.recorder" not in sys.modules:
+        return []
+    from .recorder import recorders as _recorders
+
+    return _recorders()
+
+
+def breakdown_table(history: LossHistory, phase: str | None = "train") -> str:
+    """Aligned text table: one row per term with last/mean/min/max and share."""
+    from ._text import breakdown_table as _table
+
+    return _table(history, phase)
+
+
+def __getattr__(name: str):
+    # Classes that need Keras are imported on first access, not at import time.
+    if name == "Recorder":
+        from .recorder import Recorder
+
+        return Recorder
+    if name == "Snapshot":
+        from .snapshot import Snapshot
+
+        return Snapshot
+    raise AttributeError(f"module 'loss_inspect' has no attribute {name!r}")

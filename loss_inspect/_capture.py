@@ -1,0 +1,151 @@
+"""Per-step capture: pack the terms inside ``compute_loss`` and read them back.
+
+Inside a traced train step (TensorFlow ``tf.function``, JAX ``jit``) Python runs
+once per trace, so values cannot be appended to a Python list. Each step instead
+writes one row ``[layout id, batch size, total, term values...]`` into a small
+ring buffer held by a Keras metric; the metric's variables travel through the
+step like any metric's (JAX threads them through its stateless state), and the
+host reads the new rows after each execution. Eager steps (PyTorch,
+``run_eagerly=True``) hand their row straight to the host instead, with no
+capacity limit.
+
+The layout (which terms, in which order) is fixed when the step is traced, and
+interned so a row only carries its id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+from keras import ops
+
+from . import _keras_internals as internals
+from ._terms import Origin, name_terms
+from .history import PHASES, Term
+
+_HEADER = 3  # layout id, batch size, total
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """The terms of one kind of record, in row order."""
+
+    id: int
+    phase: str
+    terms: tuple[Term, ...]
+
+
+class LayoutTable:
+    """Interns layouts so that each row only needs a small integer id."""
+
+    def __init__(self):
+        self._by_key: dict[tuple, Layout] = {}
+        self.layouts: list[Layout] = []
+
+    def intern(self, phase: str, origins: list[Origin]) -> Layout:
+        key = (phase, tuple(origins))
+        layout = self._by_key.get(key)
+        if layout is None:
+            layout = Layout(len(self.layouts), phase, tuple(name_terms(origins)))
+            self._by_key[key] = layout
+            self.layouts.append(layout)
+        return layout
+
+
+class StateBuffer(keras.metrics.Metric):
+    """Ring buffer of packed rows, carried through the train step as metric state.
+
+    ``result()`` is empty, so nothing reaches the logs, the progress bar or
+    ``history.history``; ``reset_state()`` is a no-op, so Keras's per-epoch
+    metric reset does not disturb the cursor.
+    """
+
+    def __init__(self, rows: int, capacity: int, dtype: str):
+        super().__init__(name="loss_inspect_state", dtype=dtype)
+        self.rows = rows
+        self.capacity = capacity
+        self.width = capacity + _HEADER
+        self.values = self.add_variable(
+            shape=(rows, self.width), initializer="zeros", dtype=dtype, name="rows"
+        )
+        self.cursor = self.add_variable(
+            shape=(), initializer="zeros", dtype="int32", name="cursor"
+        )
+
+    def update_state(self, *args, **kwargs):  # rows are written by `write`
+        pass
+
+    def result(self):
+        return {}
+
+    def reset_state(self):
+        pass
+
+    def write(self, row) -> None:
+        """Store ``row`` (length <= width) at the cursor and advance it."""
+        row = ops.pad(row, [[0, self.width - row.shape[0]]])
+        cursor = self.cursor.value
+        index = ops.mod(cursor, self.rows)
+        self.values.assign(
+            ops.slice_update(self.values.value, (index, 0), ops.expand_dims(row, 0))
+        )
+        self.cursor.assign(cursor + 1)
+
+
+@dataclasses.dataclass
+class StepCapture:
+    """What the hooks saw during one ``compute_loss`` call."""
+
+    compiled_total: object = None
+    compiled_parts: list = dataclasses.field(default_factory=list)  # (index, raw)
+    added: list = dataclasses.field(default_factory=list)  # (tensor in, value out)
+
+
+@dataclasses.dataclass
+class DecodedRow:
+    layout: Layout
+    batch: float
+    total: float
+    values: np.ndarray
+
+
+def pack_row(layout_id: int, batch, total, values, dtype):
+    """Stack header and values into one 1-D tensor, cut off from autograd."""
+    parts = [
+        ops.convert_to_tensor(float(layout_id), dtype=dtype),
+        ops.cast(batch, dtype),
+        ops.cast(ops.reshape(total, ()), dtype),
+    ]
+    parts += [ops.cast(ops.reshape(v, ()), dtype) for v in values]
+    return ops.stop_gradient(ops.stack(parts))
+
+
+def decode(row: np.ndarray, layouts: list[Layout]) -> DecodedRow:
+    layout = layouts[int(row[0])]
+    n = len(layout.terms)
+    return DecodedRow(
+        layout, float(row[1]), float(row[2]), row[_HEADER : _HEADER + n].astype(np.float64)
+    )
+
+
+def batch_size_of(y_pred):
+    """Number of samples in ``y_pred`` (first flat tensor), or NaN."""
+    if y_pred is None:
+        return float("nan")
+    flat = keras.tree.flatten(y_pred)
+    if not flat or len(getattr(flat[0], "shape", ())) == 0:
+        return float("nan")
+    return ops.shape(flat[0])[0]
+
+
+def is_symbolic_call(y_pred) -> bool:
+    """A ``compute_loss`` call made for shape inference, not for a real step."""
+    if internals.in_symbolic_scope():
+        return True
+    return any(isinstance(t, keras.KerasTensor) for t in keras.tree.flatten(y_pred))
+
+
+def phase_code(phase: str) -> int:
+    return PHASES.index(phase)

@@ -1,0 +1,303 @@
+"""Every contact loss_inspect has with Keras's private internals lives here.
+
+Supported Keras versions: 3.14 and 3.15 (CI runs 3.15.1; ``tests/test_keras_internals.py``
+checks each private attribute used below on the installed version). Keras 3.14
+is the floor because it normalises activity regularizers by batch size (#22021)
+and fixed ``add_loss`` under JAX jit (#22395); both change recorded values.
+
+What is used, and why:
+
+* ``Layer.add_loss`` / ``Layer.__call__``: an ``add_loss`` called from
+  ``Layer.__call__`` itself is an activity-regularizer term; one called from
+  user code is an ``add_loss`` term. Keras gives them no other distinguishing mark.
+* ``Layer._layers`` / ``_trainable_variables``: qualified layer and variable paths.
+* ``Trainer._aggregate_additional_loss``: called once per ``model.losses`` entry
+  inside ``compute_loss``; wrapping it sees the exact values Keras sums.
+* ``Trainer._compile_loss`` (``CompileLoss.call`` and ``_flat_losses``): the
+  compiled total and each output's unweighted loss, without calling it twice
+  (a second call would update its per-output loss trackers twice).
+* ``Trainer._metrics``: the recorder's state metric is appended so that it is
+  threaded through JAX's stateless train step like any metric.
+* ``current_call_ctx`` global and ``in_symbolic_scope``: tell an outermost
+  eager call from nested calls and from symbolic shape inference.
+* ``train_function`` / ``test_function`` / ``predict_function``: traced step
+  functions are rebuilt on attach (so they contain the hook) and restored on detach.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import inspect
+import sys
+import warnings
+
+import keras
+
+MIN_KERAS = (3, 14)
+TESTED_KERAS = ((3, 14), (3, 15))
+
+_INSTANCE_ATTRS = (
+    "compute_loss",
+    "_aggregate_additional_loss",
+    "call",
+    "fit",
+    "make_train_function",
+    "make_test_function",
+    "make_predict_function",
+)
+
+
+def keras_version() -> tuple[int, ...]:
+    """Installed Keras version as a tuple of ints (``(3, 15, 1)``)."""
+    parts = []
+    for piece in keras.__version__.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def check_version() -> None:
+    """Raise for a Keras older than `MIN_KERAS`; warn once for an untested newer one."""
+    version = keras_version()
+    if version[:2] < MIN_KERAS:
+        raise ImportError(
+            f"loss_inspect needs keras>={'.'.join(map(str, MIN_KERAS))}; "
+            f"found keras {keras.__version__}. Upgrade with: pip install -U keras"
+        )
+    if version[:2] not in TESTED_KERAS:
+        warnings.warn(
+            f"loss_inspect is tested with Keras "
+            f"{', '.join('.'.join(map(str, v)) for v in TESTED_KERAS)}; found "
+            f"{keras.__version__}. The breakdown is checked against Keras's own "
+            "total at every step, so a mismatch would show as a 'residual' term.",
+            stacklevel=3,
+        )
+
+
+def backend() -> str:
+    return keras.backend.backend()
+
+
+# --------------------------------------------------------------------- models
+def describe_non_model(obj) -> str | None:
+    """Why ``obj`` cannot be recorded, or None if it is a Keras 3 model."""
+    if isinstance(obj, keras.Model):
+        return None
+    cls = type(obj)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    module = cls.__module__ or ""
+    if module.startswith(("tf_keras", "keras.src.engine", "tensorflow.python.keras")) or (
+        module.startswith("keras.") and not module.startswith("keras.src")
+    ) or _is_tf_keras_model(obj):
+        hint = (
+            "This is a tf.keras / Keras 2 model. loss_inspect needs a Keras 3 "
+            "model: build it with `import keras` (keras>=3), not `tf.keras` or "
+            "`tf_keras`."
+        )
+    elif isinstance(obj, keras.layers.Layer):
+        hint = (
+            "This is a Keras layer, not a model. Attach to the model that "
+            "contains it; its terms appear under its layer path."
+        )
+    else:
+        hint = "Pass a keras.Model (Sequential, Functional or a subclass)."
+    return f"Expected a Keras 3 model (keras.Model); got {name}: {_short_repr(obj)}. {hint}"
+
+
+def _is_tf_keras_model(obj) -> bool:
+    for mod_name in ("tf_keras", "tensorflow.python.keras.engine.training"):
+        mod = sys.modules.get(mod_name)
+        model_cls = getattr(mod, "Model", None) if mod else None
+        if model_cls is not None and isinstance(obj, model_cls):
+            return True
+    return False
+
+
+def _short_repr(obj, limit: int = 60) -> str:
+    try:
+        text = repr(obj)
+    except Exception:  # a broken __repr__ must not hide the real error
+        text = f"<{type(obj).__name__} object>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_overridden(model, name: str) -> bool:
+    """Has the model's class (or the user) replaced Keras's ``name`` method?"""
+    own = type(model).__dict__.get(name)
+    if own is not None:
+        return True
+    for klass in type(model).__mro__[1:]:
+        if name in klass.__dict__:
+            return not klass.__module__.startswith("keras.")
+    return False
+
+
+def layer_tree(model) -> list[tuple[object, str]]:
+    """Every layer under ``model`` (itself first) with its qualified path.
+
+    Breadth first from the model, so a shared layer is named by its shortest
+    path (``vae/encoder/sampling``), as in Keras's own ``_flatten_layers``.
+    """
+    out = [(model, model.name)]
+    seen = {id(model)}
+    queue = collections.deque((child, model.name) for child in model._layers)
+    while queue:
+        layer, parent = queue.popleft()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        path = f"{parent}/{layer.name}"
+        out.append((layer, path))
+        queue.extend((child, path) for child in getattr(layer, "_layers", ()))
+    return out
+
+
+def regularized_variables(model, tree) -> list[tuple[object, str]]:
+    """Trainable variables with a regularizer, in ``model.losses`` order, with paths.
+
+    ``Layer._get_regularization_losses`` appends one term per variable of
+    ``model.trainable_weights`` whose ``regularizer`` is set, in that order.
+    """
+    owner = {}
+    for layer, path in tree:
+        for variable in getattr(layer, "_trainable_variables", ()):
+            owner.setdefault(id(variable), path)
+    out = []
+    for variable in model.trainable_weights:
+        if getattr(variable, "regularizer", None) is None:
+            continue
+        base = owner.get(id(variable), model.name)
+        out.append((variable, f"{base}/{variable.name}"))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def layer_call_code():
+    """Code object of ``Layer.__call__``, the caller of activity-regularizer add_loss."""
+    from keras.src.layers.layer import Layer
+
+    return inspect.unwrap(Layer.__call__).__code__
+
+
+def called_from_layer_call(depth: int = 2) -> bool:
+    """Is the caller ``depth`` frames up Keras's ``Layer.__call__``?"""
+    return sys._getframe(depth).f_code is layer_call_code()
+
+
+# ------------------------------------------------------------ instance patches
+def set_instance_attr(obj, name: str, value) -> None:
+    """Shadow a method on one instance, bypassing Keras's attribute tracking."""
+    obj.__dict__[name] = value
+
+
+def del_instance_attr(obj, name: str) -> None:
+    obj.__dict__.pop(name, None)
+
+
+def instance_attr(obj, name: str):
+    return obj.__dict__.get(name)
+
+
+def compile_loss(model):
+    """The model's ``CompileLoss`` (None before compile or with ``loss=None``)."""
+    return getattr(model, "_compile_loss", None)
+
+
+def compiled_entries(compile_loss_obj):
+    """``(name, loss_fn, weight)`` per compiled output, or None before it is built."""
+    flat = getattr(compile_loss_obj, "_flat_losses", None)
+    if not flat:
+        return None
+    return [(entry.name, entry.loss, entry.loss_weights) for entry in flat]
+
+
+def replace_compiled_loss_fns(compile_loss_obj, loss_fns) -> list:
+    """Swap each output's loss function; returns the previous entries."""
+    previous = list(compile_loss_obj._flat_losses)
+    compile_loss_obj._flat_losses = [
+        entry._replace(loss=fn) for entry, fn in zip(previous, loss_fns)
+    ]
+    return previous
+
+
+def restore_compiled_entries(compile_loss_obj, previous) -> None:
+    compile_loss_obj._flat_losses = previous
+
+
+def compile_loss_dtype(compile_loss_obj):
+    return compile_loss_obj.dtype
+
+
+def add_state_metric(model, metric) -> None:
+    model._metrics.append(metric)
+
+
+def remove_state_metric(model, metric) -> None:
+    model._metrics[:] = [m for m in model._metrics if m is not metric]
+
+
+def step_functions(model) -> dict:
+    return {
+        "train": getattr(model, "train_function", None),
+        "test": getattr(model, "test_function", None),
+        "predict": getattr(model, "predict_function", None),
+    }
+
+
+def set_step_function(model, kind: str, fn) -> None:
+    setattr(model, f"{kind}_function", fn)
+
+
+def metrics_variables_index(model, variables) -> list[int]:
+    """Positions of ``variables`` in ``model.metrics_variables`` (JAX state order)."""
+    ids = [id(v) for v in model.metrics_variables]
+    return [ids.index(id(v)) for v in variables]
+
+
+def jax_metrics_state(output):
+    """The metrics-variable values a JAX train/test function returned."""
+    _logs, state = output
+    return state[-1]
+
+
+# ----------------------------------------------------------- execution context
+def in_symbolic_scope() -> bool:
+    from keras.src.backend.common.symbolic_scope import in_symbolic_scope as inner
+
+    return inner()
+
+
+def call_context_entry():
+    """The layer whose call opened the current call context, or None."""
+    from keras.src.backend.common import global_state
+
+    ctx = global_state.get_global_attribute("current_call_ctx")
+    return None if ctx is None else ctx.entry_layer
+
+
+def is_concrete(value) -> bool:
+    """True for an eager value that can be read now (not a graph tensor or tracer)."""
+    if isinstance(value, keras.KerasTensor):
+        return False
+    name = backend()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return not tf.is_symbolic_tensor(value) if tf.is_tensor(value) else True
+    if name == "jax":
+        import jax
+
+        return not isinstance(value, jax.core.Tracer)
+    # torch: shape inference runs on "meta" tensors, which hold no data.
+    return not getattr(value, "is_meta", False)
+
+
+def own_eager_losses(layer) -> list:
+    """Loss tensors a layer stored in its last eager call (``Layer._losses``)."""
+    return list(getattr(layer, "_losses", ()))
+
+
+def had_stateless_losses(layer) -> bool:
+    """Did the layer add losses inside a stateless scope (JAX train step)?"""
+    return bool(getattr(layer, "_loss_ids", ())) and not getattr(layer, "_losses", ())

@@ -1,0 +1,686 @@
+"""`attach` a recorder to a Keras 3 model and keep its `LossHistory` growing.
+
+The recorder shadows a few methods on the model *instance* (never its class):
+``compute_loss`` and ``_aggregate_additional_loss`` to see every term of a
+step, ``call`` to see eager forward passes, ``make_*_function`` to read the
+rows each execution wrote, ``fit`` to know the epoch, and ``add_loss`` on each
+layer to know who added what. `Recorder.detach` removes every one of them and
+restores the traced step functions the model had, so the model is left as it
+was. Private Keras attributes are only touched through `_keras_internals`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import warnings
+import weakref
+
+import keras
+import numpy as np
+from keras import ops
+
+from . import _capture, _keras_internals as internals
+from ._terms import LossRegistry, Origin, attribute_added
+from .history import NO_EPOCH, PHASES, LossHistory
+
+__all__ = ["Recorder", "attach", "recorders", "recorder_for"]
+
+_ATTACHED: dict[int, "Recorder"] = {}
+_PHASE_OF_FUNCTION = {"train": "train", "test": "eval", "predict": "predict"}
+
+
+def attach(model, *, capacity: int | None = None) -> "Recorder":
+    """Start recording the loss breakdown of ``model``; see `Recorder`.
+
+    Attaching to a model that already has a recorder returns that recorder
+    (so re-running a notebook cell is harmless); ``with attach(model):``
+    detaches it on exit either way.
+
+    Args:
+        model: a Keras 3 ``keras.Model``.
+        capacity: most terms one traced step can carry (TensorFlow / JAX).
+            By default it is sized from the model; terms past it are summed
+            into ``residual`` until the next ``fit()`` resizes the buffer.
+
+    Raises:
+        TypeError: ``model`` is not a Keras 3 model.
+    """
+    problem = internals.describe_non_model(model)
+    if problem is not None:
+        raise TypeError(problem)
+    existing = recorder_for(model)
+    if existing is not None:
+        return existing
+    if capacity is not None and (not isinstance(capacity, int) or capacity < 1):
+        raise ValueError(
+            f"capacity must be a positive int (number of terms); got {capacity!r}."
+        )
+    return Recorder(model, capacity=capacity)
+
+
+def recorders() -> list["Recorder"]:
+    """Recorders that are attached now."""
+    return list(_ATTACHED.values())
+
+
+def recorder_for(model) -> "Recorder | None":
+    """The recorder attached to ``model``, or None."""
+    recorder = _ATTACHED.get(id(model))
+    if recorder is not None and recorder.model is model:
+        return recorder
+    return None
+
+
+class _EpochTracker(keras.callbacks.Callback):
+    """Tells the recorder which epoch ``fit()`` is in (no batch hooks: no slowdown)."""
+
+    def __init__(self, recorder: "Recorder"):
+        super().__init__()
+        self._recorder = recorder
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._recorder._epoch = int(epoch)
+
+    def on_train_end(self, logs=None):
+        self._recorder._epoch = NO_EPOCH
+
+
+class _RecordingLossFn:
+    """Stands in for one compiled output's loss function and notes its value."""
+
+    def __init__(self, fn, index: int, recorder: "Recorder"):
+        self._fn = fn
+        self._index = index
+        self._recorder = recorder
+
+    def __call__(self, *args, **kwargs):
+        value = self._fn(*args, **kwargs)
+        capture = self._recorder._capture
+        if capture is not None:
+            capture.compiled_parts.append((self._index, value))
+        return value
+
+    def __getattr__(self, name):
+        return getattr(self._fn, name)
+
+
+class Recorder:
+    """Records every loss term of ``model`` at each step, eval batch and eager call.
+
+    Create it with `attach`. It is a context manager: ``with attach(m) as rec:``
+    detaches on exit, also on an exception or ``KeyboardInterrupt``.
+
+    Attributes:
+        history: the `LossHistory`, growing while the model trains.
+        model: the recorded model (None once it was garbage-collected).
+        attached: False after `detach`.
+    """
+
+    def __init__(self, model, *, capacity: int | None = None):
+        internals.check_version()
+        self._model_ref = weakref.ref(model, self._model_collected)
+        self._model_id = id(model)
+        self._model_name = model.name
+        self._backend = internals.backend()
+        self._history = LossHistory()
+        self._layouts = _capture.LayoutTable()
+        self._layout_columns: dict[int, np.ndarray] = {}
+        self._registry = LossRegistry()
+        self._capture: _capture.StepCapture | None = None
+        self._phase: str | None = None
+        self._epoch = NO_EPOCH
+        self._step = _optimizer_iterations(model)
+        self._call_depth = 0
+        self._fit_depth = 0
+        self._compute_loss_calls = 0
+        self._eager_rows: list = []
+        self._cursor_seen = 0
+        self._warned: set[str] = set()
+        self._compute_loss_overridden = internals.is_overridden(model, "compute_loss")
+        self._dtype = "float64" if keras.config.floatx() == "float64" else "float32"
+
+        self._tree = internals.layer_tree(model)
+        self._regularizer_paths = [
+            path for _, path in internals.regularized_variables(model, self._tree)
+        ]
+        self._capacity_wanted = capacity or _default_capacity(model, self._tree)
+        self._state: _capture.StateBuffer | None = None
+        self._hooked_compile_loss = None
+        self._compiled_previous = None
+        self._compiled_info: list[tuple[str, object]] | None = None
+        self._saved_functions = internals.step_functions(model)
+        self._saved_compile_token = _compile_token(model)
+        self._patched_layers: list = []
+        self._attached = True
+        _ATTACHED[self._model_id] = self
+        try:
+            self._install(model)
+        except BaseException:
+            self.detach()
+            raise
+
+    # ----------------------------------------------------------- public API
+    @property
+    def history(self) -> LossHistory:
+        self._flush_eager_rows()
+        return self._history
+
+    @property
+    def model(self):
+        return self._model_ref()
+
+    @property
+    def attached(self) -> bool:
+        return self._attached
+
+    def detach(self) -> None:
+        """Stop recording and undo every change made to the model (idempotent)."""
+        if not self._attached:
+            return
+        self._attached = False
+        try:
+            self._flush_eager_rows()
+        finally:
+            _ATTACHED.pop(self._model_id, None)
+            model = self.model
+            if model is not None:
+                self._uninstall(model)
+            self._registry.clear()
+            self._eager_rows.clear()
+
+    def __enter__(self) -> "Recorder":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.detach()
+
+    def __repr__(self) -> str:
+        state = "attached" if self._attached else "detached"
+        return (
+            f"<loss_inspect.Recorder model={self._model_name!r} {state}, "
+            f"{len(self._history)} records, {len(self._history.keys())} terms>"
+        )
+
+    # -------------------------------------------------------- installation
+    def _install(self, model) -> None:
+        self._ensure_state(model)
+        for kind in ("train", "test", "predict"):
+            internals.set_step_function(model, kind, None)
+        for layer, path in self._tree:
+            self._patch_add_loss(layer, path)
+        self._patch(model, "compute_loss", self._make_compute_loss)
+        self._patch(model, "_aggregate_additional_loss", self._make_aggregate)
+        self._patch(model, "call", self._make_call)
+        self._patch(model, "fit", self._make_fit)
+        for kind in ("train", "test", "predict"):
+            self._patch(
+                model,
+                f"make_{kind}_function",
+                functools.partial(self._make_function_factory, kind=kind),
+            )
+        self._hook_compile_loss(model)
+
+    def _patch(self, obj, name: str, factory) -> None:
+        if internals.instance_attr(obj, name) is not None:
+            raise RuntimeError(
+                f"{type(obj).__name__}.{name} is already replaced on this instance "
+                "(another tool is patching it), so loss_inspect cannot attach safely."
+            )
+        original = getattr(obj, name)
+        internals.set_instance_attr(obj, name, factory(original))
+
+    def _uninstall(self, model) -> None:
+        for name in internals._INSTANCE_ATTRS:
+            internals.del_instance_attr(model, name)
+        for layer in self._patched_layers:
+            internals.del_instance_attr(layer, "add_loss")
+        self._patched_layers.clear()
+        self._unhook_compile_loss()
+        if self._state is not None:
+            internals.remove_state_metric(model, self._state)
+            self._state = None
+        same_compile = _compile_token(model) == self._saved_compile_token
+        for kind, fn in self._saved_functions.items():
+            internals.set_step_function(model, kind, fn if same_compile else None)
+
+    def _ensure_state(self, model) -> None:
+        """(Re)build the state buffer when capacity or steps_per_execution outgrew it."""
+        if self._backend == "torch":
+            return  # torch steps are eager: rows go straight to the host
+        rows = max(1, int(getattr(model, "steps_per_execution", 1) or 1))
+        state = self._state
+        if state is not None and state.rows >= rows and state.capacity >= self._capacity_wanted:
+            return
+        if state is not None:
+            internals.remove_state_metric(model, state)
+            for kind in ("train", "test"):
+                internals.set_step_function(model, kind, None)
+        self._state = _capture.StateBuffer(rows, self._capacity_wanted, self._dtype)
+        self._cursor_seen = 0
+        internals.add_state_metric(model, self._state)
+
+    def _patch_add_loss(self, layer, path: str) -> None:
+        original = layer.add_loss
+        registry = self._registry
+        activity = Origin("activity", path)
+        added = Origin("add_loss", path)
+
+        @functools.wraps(original)
+        def add_loss(loss):
+            result = original(loss)
+            origin = activity if internals.called_from_layer_call() else added
+            for tensor in keras.tree.flatten(loss):
+                registry.record(tensor, origin)
+            return result
+
+        internals.set_instance_attr(layer, "add_loss", add_loss)
+        self._patched_layers.append(layer)
+
+    def _hook_compile_loss(self, model) -> None:
+        """Wrap the CompileLoss (and, once built, each output's loss function)."""
+        compile_loss = internals.compile_loss(model)
+        if compile_loss is self._hooked_compile_loss:
+            return
+        self._unhook_compile_loss()
+        if compile_loss is None:
+            return
+        recorder = self
+        original_call = compile_loss.call
+        original_build = compile_loss.build
+
+        @functools.wraps(original_call)
+        def call(*args, **kwargs):
+            value = original_call(*args, **kwargs)
+            if recorder._capture is not None:
+                recorder._capture.compiled_total = value
+            return value
+
+        @functools.wraps(original_build)
+        def build(*args, **kwargs):
+            # CompileLoss builds itself inside its first call, then loops over
+            # its per-output losses: wrap them right here so that this very
+            # call (often the only trace of the train step) is split too.
+            result = original_build(*args, **kwargs)
+            recorder._wrap_compiled_fns(compile_loss)
+            return result
+
+        internals.set_instance_attr(compile_loss, "call", call)
+        internals.set_instance_attr(compile_loss, "build", build)
+        self._hooked_compile_loss = compile_loss
+        self._wrap_compiled_fns(compile_loss)
+
+    def _wrap_compiled_fns(self, compile_loss) -> None:
+        if self._compiled_previous is not None:
+            return
+        entries = internals.compiled_entries(compile_loss)
+        if entries:
+            fns = [_RecordingLossFn(fn, i, self) for i, (_, fn, _) in enumerate(entries)]
+            self._compiled_previous = internals.replace_compiled_loss_fns(compile_loss, fns)
+            self._compiled_info = [(name, weight) for name, _, weight in entries]
+
+    def _unhook_compile_loss(self) -> None:
+        compile_loss = self._hooked_compile_loss
+        if compile_loss is None:
+            return
+        internals.del_instance_attr(compile_loss, "call")
+        internals.del_instance_attr(compile_loss, "build")
+        if self._compiled_previous is not None:
+            internals.restore_compiled_entries(compile_loss, self._compiled_previous)
+        self._hooked_compile_loss = None
+        self._compiled_previous = None
+        self._compiled_info = None
+
+    # ----------------------------------------------------- method wrappers
+    def _make_compute_loss(self, original):
+        recorder = self
+
+        @functools.wraps(original)
+        def compute_loss(*args, **kwargs):
+            y_pred = kwargs["y_pred"] if "y_pred" in kwargs else (
+                args[2] if len(args) > 2 else None
+            )
+            if recorder._phase not in ("train", "eval") or _capture.is_symbolic_call(y_pred):
+                return original(*args, **kwargs)
+            model = recorder.model
+            recorder._hook_compile_loss(model)
+            capture = _capture.StepCapture()
+            outer, recorder._capture = recorder._capture, capture
+            try:
+                total = original(*args, **kwargs)
+            finally:
+                recorder._capture = outer
+            recorder._compute_loss_calls += 1
+            try:
+                recorder._emit(capture, total, y_pred)
+            except Exception as exc:  # never let the recorder break training
+                recorder._internal_error(exc)
+            return total
+
+        return compute_loss
+
+    def _make_aggregate(self, original):
+        recorder = self
+
+        @functools.wraps(original)
+        def aggregate(loss):
+            value = original(loss)
+            if recorder._capture is not None:
+                recorder._capture.added.append((loss, value))
+            return value
+
+        return aggregate
+
+    def _make_call(self, original):
+        recorder = self
+
+        @functools.wraps(original)
+        def call(*args, **kwargs):
+            recorder._call_depth += 1
+            if recorder._call_depth == 1:
+                recorder._registry.clear()
+            try:
+                outputs = original(*args, **kwargs)
+            finally:
+                recorder._call_depth -= 1
+            if recorder._call_depth == 0 and recorder._phase is None:
+                try:
+                    recorder._record_call()
+                except Exception as exc:
+                    recorder._internal_error(exc)
+            return outputs
+
+        return call
+
+    def _make_fit(self, original):
+        recorder = self
+        signature = inspect.signature(original)
+
+        @functools.wraps(original)
+        def fit(*args, **kwargs):
+            bound = signature.bind_partial(*args, **kwargs)
+            callbacks = bound.arguments.get("callbacks")
+            tracker = _EpochTracker(recorder)
+            if isinstance(callbacks, keras.callbacks.CallbackList):
+                callbacks.append(tracker)
+            else:
+                bound.arguments["callbacks"] = [*(callbacks or []), tracker]
+            model = recorder.model
+            if recorder._fit_depth == 0:
+                recorder._ensure_state(model)
+            recorder._fit_depth += 1
+            try:
+                return original(*bound.args, **bound.kwargs)
+            finally:
+                recorder._fit_depth -= 1
+                recorder._epoch = NO_EPOCH
+                if isinstance(callbacks, keras.callbacks.CallbackList):
+                    callbacks.callbacks.remove(tracker)
+
+        return fit
+
+    def _make_function_factory(self, original, kind: str):
+        recorder = self
+
+        @functools.wraps(original)
+        def make_function(*args, **kwargs):
+            model = recorder.model
+            if kind != "predict" and recorder._fit_depth == 0:
+                recorder._ensure_state(model)
+            result = original(*args, **kwargs)
+            fn = internals.step_functions(model)[kind]
+            if fn is not None and getattr(fn, "_loss_inspect_recorder", None) is not recorder:
+                wrapped = recorder._wrap_step_function(fn, kind)
+                internals.set_step_function(model, kind, wrapped)
+                if result is fn:
+                    result = wrapped
+            return result
+
+        return make_function
+
+    def _wrap_step_function(self, fn, kind: str):
+        recorder = self
+        phase = _PHASE_OF_FUNCTION[kind]
+        state = self._state if kind != "predict" else None
+        jax_index = None
+        if state is not None and self._backend == "jax":
+            jax_index = internals.metrics_variables_index(
+                self.model, [state.values, state.cursor]
+            )
+        first_call = [kind != "predict"]
+
+        @functools.wraps(fn)
+        def step_function(*args, **kwargs):
+            outer, recorder._phase = recorder._phase, phase
+            calls_before = recorder._compute_loss_calls
+            try:
+                output = fn(*args, **kwargs)
+            finally:
+                recorder._phase = outer
+            if kind != "predict" and recorder._attached:
+                recorder._after_execution(phase, output, state, jax_index)
+                if first_call[0]:
+                    first_call[0] = False
+                    if recorder._compute_loss_calls == calls_before:
+                        recorder._warn_bypassed_compute_loss(kind)
+            return output
+
+        step_function._loss_inspect_recorder = recorder
+        return step_function
+
+    # ------------------------------------------------------------ capture
+    def _emit(self, capture: _capture.StepCapture, total, y_pred) -> None:
+        """Turn what one ``compute_loss`` call saw into a packed row."""
+        origins: list[Origin] = []
+        values: list = []
+        info = self._compiled_info
+        parts = capture.compiled_parts
+        if parts and info and len(parts) == len({i for i, _ in parts}):
+            dtype = internals.compile_loss_dtype(self._hooked_compile_loss)
+            for index, raw in parts:
+                name, weight = info[index]
+                value = ops.cast(raw, dtype)
+                if weight is not None:
+                    value = ops.multiply(value, weight)
+                origins.append(Origin("compiled", None, name, weight))
+                values.append(value)
+        elif capture.compiled_total is not None:
+            origins.append(Origin("compiled"))
+            values.append(capture.compiled_total)
+        added = capture.added
+        origins += attribute_added([t for t, _ in added], self._registry, self._regularizer_paths)
+        values += [v for _, v in added]
+
+        eager = internals.is_concrete(total)
+        residual = self._compute_loss_overridden
+        if not eager and len(values) + residual > self._state.capacity:
+            keep = self._state.capacity - 1
+            self._capacity_wanted = max(self._capacity_wanted, 2 * (len(values) + 1))
+            self._warn_once(
+                "capacity",
+                f"This step has {len(values)} loss terms, more than the "
+                f"{self._state.capacity} the recorder holds per traced step; the "
+                f"last {len(values) - keep} are summed into 'residual' until the "
+                "next fit() resizes it (or pass attach(model, capacity=N)).",
+            )
+            origins, values, residual = origins[:keep], values[:keep], True
+        if residual:
+            explained = (
+                ops.sum(ops.stack([ops.cast(ops.reshape(v, ()), total.dtype) for v in values]))
+                if values
+                else 0.0
+            )
+            origins.append(Origin("residual"))
+            values.append(ops.subtract(total, explained))
+
+        layout = self._layouts.intern(self._phase, origins)
+        row = _capture.pack_row(
+            layout.id, _capture.batch_size_of(y_pred), total, values, self._dtype
+        )
+        if eager:
+            self._eager_rows.append(row)
+        else:
+            self._state.write(row)
+
+    def _record_call(self) -> None:
+        """Record the terms of an outermost eager ``model(x)`` (phase "call")."""
+        model = self.model
+        entry = internals.call_context_entry()
+        if entry is not None and entry is not model:
+            return  # called as a sublayer of another model
+        losses = model.losses
+        if not all(internals.is_concrete(t) for t in losses):
+            return  # inside tf.function / jax.jit: the values are not readable
+        origins = attribute_added(losses, self._registry, self._regularizer_paths)
+        layout = self._layouts.intern("call", origins)
+        if losses:
+            stacked = ops.stack(
+                [ops.sum(ops.cast(ops.stop_gradient(t), self._dtype)) for t in losses]
+            )
+            values = np.asarray(ops.convert_to_numpy(stacked), dtype=np.float64)
+        else:
+            values = np.zeros(0)
+        total = float(np.sum(values)) if len(values) else 0.0
+        self._append(layout, [np.nan], [total], values[None, :])
+
+    def _after_execution(self, phase, output, state, jax_index) -> None:
+        """Read the rows one call of a step function wrote and append them."""
+        self._flush_eager_rows()
+        if state is None or state is not self._state:
+            return
+        if jax_index is not None:
+            metrics = internals.jax_metrics_state(output)
+            rows = np.asarray(metrics[jax_index[0]])
+            cursor = int(metrics[jax_index[1]])
+        else:
+            cursor = int(ops.convert_to_numpy(state.cursor.value))
+            if cursor == self._cursor_seen:
+                return
+            rows = np.asarray(ops.convert_to_numpy(state.values.value))
+        new = cursor - self._cursor_seen
+        if new <= 0:
+            return
+        if new > state.rows:
+            self._warn_once(
+                "lost",
+                f"{new - state.rows} steps ran between two reads of the recorder's "
+                f"{state.rows}-row buffer and were not recorded. This is a "
+                "loss_inspect bug; please report it.",
+            )
+            self._cursor_seen = cursor - state.rows
+            new = state.rows
+        decoded = [
+            _capture.decode(rows[(self._cursor_seen + j) % state.rows], self._layouts.layouts)
+            for j in range(new)
+        ]
+        self._cursor_seen = cursor
+        self._append_decoded(decoded)
+
+    def _flush_eager_rows(self) -> None:
+        if not self._eager_rows:
+            return
+        pending, self._eager_rows = self._eager_rows, []
+        layouts = self._layouts.layouts
+        decoded = [
+            _capture.decode(np.asarray(ops.convert_to_numpy(row)), layouts) for row in pending
+        ]
+        self._append_decoded(decoded)
+
+    def _append_decoded(self, decoded) -> None:
+        start = 0
+        while start < len(decoded):
+            layout = decoded[start].layout
+            end = start
+            while end < len(decoded) and decoded[end].layout is layout:
+                end += 1
+            block = decoded[start:end]
+            self._append(
+                layout,
+                [r.batch for r in block],
+                [r.total for r in block],
+                np.stack([r.values for r in block]),
+            )
+            start = end
+
+    def _append(self, layout, batch, totals, values) -> None:
+        cols = self._layout_columns.get(layout.id)
+        if cols is None:
+            cols = np.array([self._history._add_term(t) for t in layout.terms], dtype=np.intp)
+            self._layout_columns[layout.id] = cols
+        k = len(totals)
+        if layout.phase == "train":
+            steps = np.arange(self._step + 1, self._step + k + 1)
+            self._step += k
+        else:
+            steps = np.full(k, self._step)
+        self._history._append(
+            PHASES.index(layout.phase),
+            steps,
+            np.full(k, self._epoch),
+            np.asarray(batch, np.float64),
+            np.asarray(totals, np.float64),
+            cols,
+            values,
+        )
+
+    # ----------------------------------------------------------- messages
+    def _warn_bypassed_compute_loss(self, kind: str) -> None:
+        model = self.model
+        method = f"{type(model).__name__}.{kind}_step"
+        self._warn_once(
+            f"bypass-{kind}",
+            f"{method} did not call compute_loss(), so loss_inspect sees no "
+            f"per-term breakdown for its {_PHASE_OF_FUNCTION[kind]} steps. Still "
+            "visible: eager forward passes model(x) (phase 'call') and "
+            "li.snapshot(model). To get the breakdown, compute the loss in "
+            f"{kind}_step with self.compute_loss(x, y, y_pred, sample_weight).",
+        )
+
+    def _internal_error(self, exc: Exception) -> None:
+        self._warn_once(
+            "internal",
+            f"loss_inspect could not record a step ({type(exc).__name__}: {exc}); "
+            "training goes on unrecorded for such steps. This is a loss_inspect "
+            "bug; please report it.",
+        )
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    def _model_collected(self, _ref) -> None:
+        self._attached = False
+        _ATTACHED.pop(self._model_id, None)
+
+
+def _optimizer_iterations(model) -> int:
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None or not getattr(optimizer, "built", False):
+        return 0
+    return int(ops.convert_to_numpy(optimizer.iterations))
+
+
+def _compile_token(model) -> tuple:
+    """What the traced step functions depend on; if it changed, they are stale."""
+    return (
+        id(getattr(model, "optimizer", None)),
+        id(internals.compile_loss(model)),
+        getattr(model, "compiled", False),
+        getattr(model, "_jit_compile", None),
+        getattr(model, "_run_eagerly", None),
+        getattr(model, "steps_per_execution", 1),
+    )
+
+
+def _default_capacity(model, tree) -> int:
+    regularized = sum(
+        1 for v in model.trainable_weights if getattr(v, "regularizer", None) is not None
+    )
+    activity = sum(1 for layer, _ in tree if getattr(layer, "activity_regularizer", None))
+    custom = sum(1 for layer, _ in tree if not type(layer).__module__.startswith("keras."))
+    try:
+        outputs = len(model.outputs)
+    except (AttributeError, TypeError, ValueError):
+        outputs = 1
+    return max(16, regularized + 2 * activity + 2 * custom + outputs + 8)
