@@ -268,6 +268,12 @@ def in_symbolic_scope() -> bool:
     return inner()
 
 
+def in_stateless_scope() -> bool:
+    from keras.src.backend.common.stateless_scope import in_stateless_scope as inner
+
+    return inner()
+
+
 def call_context_entry():
     """The layer whose call opened the current call context, or None."""
     from keras.src.backend.common import global_state

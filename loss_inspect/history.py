@@ -247,7 +247,7 @@ class LossHistory:
     def epoch_means(self, key: str = "total", phase: str = "train"):
         """Per-epoch mean of ``key`` over ``phase`` records, batch-size weighted.
 
-        This is how Keras averages its ``loss`` log: a ragged last batch counts
+        Records where ``key`` is absent are skipped. This is how Keras averages its ``loss`` log: a ragged last batch counts
         in proportion to its number of samples, so these values equal
         ``history.history["loss"]`` (train) and ``["val_loss"]`` (eval).
 
@@ -255,9 +255,10 @@ class LossHistory:
             ``(epochs, means)``: two numpy arrays.
         """
         sub = self.select(phase=phase)
-        epochs = sub.epochs
-        values = sub[key]
-        weights = sub.batch_sizes
+        keep = sub.present(key)
+        epochs = sub.epochs[keep]
+        values = sub[key][keep]
+        weights = sub.batch_sizes[keep]
         weights = np.where(np.isnan(weights), 1.0, weights)
         unique = np.unique(epochs)
         means = np.array(
@@ -367,7 +368,9 @@ class LossHistory:
             terms = [Term(**meta) for meta in json.loads(meta_line[len("# terms: "):])]
             history = cls(terms)
             reader = csv.reader(handle)
-            header = next(reader)
+            header = next(reader, None)
+            if header is None:
+                raise ValueError(f"{path}: the CSV header row is missing (file cut off?).")
             keys = header[len(_FIXED_COLUMNS):]
             if header[: len(_FIXED_COLUMNS)] != list(_FIXED_COLUMNS) or keys != [
                 t.key for t in terms
@@ -375,7 +378,9 @@ class LossHistory:
                 raise ValueError(f"{path}: header {header} does not match its terms.")
             cols = np.array([history._columns[k] for k in keys], dtype=np.intp)
             for row in reader:
-                present = np.array([cell != "" for cell in row[len(_FIXED_COLUMNS):]])
+                present = np.array(
+                    [cell != "" for cell in row[len(_FIXED_COLUMNS):]], dtype=bool
+                )
                 values = np.array(
                     [float(c) if c != "" else np.nan for c in row[len(_FIXED_COLUMNS):]]
                 )

@@ -385,7 +385,7 @@ class Recorder:
                 recorder._call_depth -= 1
             if recorder._call_depth == 0 and recorder._phase is None:
                 try:
-                    recorder._record_call()
+                    recorder._record_call(outputs)
                 except Exception as exc:
                     recorder._internal_error(exc)
             return outputs
@@ -522,12 +522,16 @@ class Recorder:
         else:
             self._state.write(row)
 
-    def _record_call(self) -> None:
+    def _record_call(self, outputs) -> None:
         """Record the terms of an outermost eager ``model(x)`` (phase "call")."""
         model = self.model
         entry = internals.call_context_entry()
         if entry is not None and entry is not model:
             return  # called as a sublayer of another model
+        if internals.in_symbolic_scope() or internals.in_stateless_scope():
+            return  # shape inference, or a stateless_call: not an eager pass
+        if not all(internals.is_concrete(t) for t in keras.tree.flatten(outputs)):
+            return  # traced (tf.function, jax.jit, shape inference)
         losses = model.losses
         if not all(internals.is_concrete(t) for t in losses):
             return  # inside tf.function / jax.jit: the values are not readable

@@ -1,0 +1,513 @@
+"""The recorder's invariants, on real Keras models, on the backend of this process.
+
+1. At every record the terms sum to the total.
+2. The totals are Keras's own (epoch means == history.history["loss"/"val_loss"]).
+3. Attaching changes nothing (bit-identical weights, same history.history).
+4. Detaching leaves the model as it was.
+5. Attach twice / two models / attach after a first fit.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import loss_inspect as li
+import models
+
+FIT = dict(batch_size=16, epochs=2, verbose=0, shuffle=False)
+
+
+def assert_terms_sum_to_total(history):
+    assert len(history) > 0
+    parts = np.zeros(len(history))
+    for key in history.keys():
+        parts += np.where(history.present(key), history[key], 0.0)
+    np.testing.assert_allclose(parts, history["total"], rtol=1e-6, atol=1e-7)
+
+
+def assert_keras_totals(history, keras_history):
+    _, train_means = history.epoch_means(phase="train")
+    np.testing.assert_allclose(train_means, keras_history["loss"], rtol=1e-6)
+    if "val_loss" in keras_history:
+        _, eval_means = history.epoch_means(phase="eval")
+        np.testing.assert_allclose(eval_means, keras_history["val_loss"], rtol=1e-6)
+
+
+def fit_with_and_without(build, x, y, **fit_kwargs):
+    """Fit a fresh model twice, plain and recorded; return both results."""
+    kwargs = {**FIT, "validation_data": (x[:32], _head(y)), **fit_kwargs}
+    plain_model = build()
+    plain = plain_model.fit(x, y, **kwargs).history
+    model = build()
+    with li.attach(model) as rec:
+        recorded = model.fit(x, y, **kwargs).history
+    return dict(
+        plain=plain,
+        plain_weights=models.weights(plain_model),
+        recorded=recorded,
+        weights=models.weights(model),
+        history=rec.history,
+        model=model,
+    )
+
+
+def _head(y):
+    if isinstance(y, dict):
+        return {k: v[:32] for k, v in y.items()}
+    if isinstance(y, list):
+        return [v[:32] for v in y]
+    return y[:32]
+
+
+def assert_invariants(result):
+    assert_terms_sum_to_total(result["history"])
+    assert_keras_totals(result["history"], result["recorded"])
+    assert result["recorded"] == result["plain"]
+    for a, b in zip(result["plain_weights"], result["weights"]):
+        np.testing.assert_array_equal(a, b)
+
+
+SINGLE_OUTPUT = {
+    "functional": models.mlp,
+    "sequential": models.sequential,
+    "subclassed": models.subclassed,
+    "nested_shared": models.nested_shared,
+    "add_loss_only": models.add_loss_only,
+    "no_added_terms": models.plain,
+    "conditional_add_loss": models.conditional,
+    "compute_loss_override": models.compute_loss_override,
+    "override_without_training_arg": lambda: models.compute_loss_override(False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SINGLE_OUTPUT))
+def test_invariants_single_output(name):
+    x, y = models.data()
+    assert_invariants(fit_with_and_without(SINGLE_OUTPUT[name], x, y))
+
+
+@pytest.mark.parametrize(
+    "container,loss_weights,none_output",
+    [
+        ("dict", {"a": 1.0, "b": 0.2}, False),
+        ("dict", None, False),
+        ("dict", None, True),
+        ("list", [1.0, 0.5], False),
+        ("list", None, False),
+    ],
+)
+def test_invariants_multi_output(container, loss_weights, none_output):
+    x, y = models.multi_output_data(container)
+    if none_output:
+        y = {"a": y["a"]}
+    build = lambda: models.multi_output(container, loss_weights, none_output)  # noqa: E731
+    result = fit_with_and_without(build, x, y)
+    assert_invariants(result)
+    h = result["history"]
+    if none_output:
+        assert [t.key for t in h.terms if t.kind == "compiled"] == ["compiled"]
+        assert h.term("compiled").output == "a"
+        return
+    names = ("a", "b") if container == "dict" else ("head_a", "head_b")
+    weights = (
+        [None, None] if loss_weights is None
+        else [loss_weights[n] for n in names] if container == "dict" else loss_weights
+    )
+    for name, weight in zip(names, weights):
+        term = h.term(f"compiled:{name}")
+        assert (term.kind, term.output, term.weight) == ("compiled", name, weight)
+        # Keras logs each output's loss *unweighted*; ours is after loss_weights.
+        _, means = h.epoch_means(f"compiled:{name}")
+        expected = np.asarray(result["recorded"][f"{name}_loss"]) * (weight or 1.0)
+        np.testing.assert_allclose(means, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("jit_compile", ["auto", False, True])
+def test_invariants_under_jit_modes(jit_compile, backend):
+    if backend == "torch" and jit_compile is True:
+        pytest.skip("torch.compile: see test_torch_compile_breakdown_is_exact")
+    x, y = models.data()
+    result = fit_with_and_without(lambda: models.mlp(jit_compile=jit_compile), x, y)
+    assert_invariants(result)
+
+
+def test_invariants_run_eagerly():
+    x, y = models.data()
+    assert_invariants(fit_with_and_without(lambda: models.mlp(run_eagerly=True), x, y))
+
+
+@pytest.mark.slow
+def test_torch_compile_breakdown_is_exact(backend):
+    """torch.compile (jit_compile=True on torch): exact breakdown, Keras's totals.
+
+    Bit-identical weights are not promised here: the hooks make Dynamo split
+    the compiled graph, and a split graph may round differently.
+    """
+    if backend != "torch":
+        pytest.skip("jit_compile=True only means torch.compile on torch")
+    x, y = models.data(32)
+    model = models.mlp(jit_compile=True)
+    with li.attach(model) as rec:
+        logs = model.fit(x, y, batch_size=16, epochs=1, verbose=0).history
+    assert_terms_sum_to_total(rec.history)
+    assert_keras_totals(rec.history, logs)
+
+
+def test_steps_per_execution_records_every_step(backend):
+    x, y = models.data(96)
+    if backend == "torch":
+        with pytest.raises(ValueError, match="steps_per_execution"):
+            models.mlp(steps_per_execution=3).fit(x, y, verbose=0)
+        return
+    result = fit_with_and_without(
+        lambda: models.mlp(steps_per_execution=3), x, y, batch_size=16
+    )
+    assert_invariants(result)
+    train = result["history"].select(phase="train")
+    assert len(train) == 2 * 6  # one record per optimizer step, not per execution
+    np.testing.assert_array_equal(train.steps, np.arange(1, 13))
+
+
+def test_ragged_last_batch_weighted_like_keras():
+    x, y = models.data(56)  # batches of 16, 16, 16, 8
+    result = fit_with_and_without(models.mlp, x, y, validation_data=(x[:40], y[:40]))
+    assert_invariants(result)
+    assert list(result["history"].select(phase="train").batch_sizes[:4]) == [16, 16, 16, 8]
+
+
+def test_expected_terms_of_each_model(backend):
+    x, y = models.data()
+    # Keras quirk, JAX only: inside fit's stateless_call each top-level layer
+    # call opens its own call context, so a layer applied twice clears the
+    # activity term of its first application. The breakdown shows what Keras
+    # really optimised, which is one term there and two on TF and torch.
+    shared_twice = [] if backend == "jax" else ["activity:vae/shared#2"]
+    cases = {
+        models.mlp: [
+            "compiled", "add_loss:mlp/extra", "activity:mlp/hidden",
+            "regularizer:mlp/hidden/kernel", "regularizer:mlp/out/bias",
+        ],
+        models.nested_shared: [
+            "compiled", "add_loss:vae/encoder/kl", "activity:vae/encoder/code",
+            "activity:vae/shared", *shared_twice,
+            "regularizer:vae/shared/kernel",
+        ],
+        models.subclassed: [
+            "compiled", "add_loss:subclassed", "add_loss:subclassed/twice",
+            "add_loss:subclassed/twice#2",
+        ],
+        models.add_loss_only: ["add_loss:self_supervised/only"],
+        models.plain: ["compiled"],
+    }
+    for build, expected in cases.items():
+        model = build()
+        with li.attach(model) as rec:
+            model.fit(x, y, **FIT)
+        assert sorted(rec.history.keys()) == sorted(expected), build.__name__
+        assert rec.history.keys()[0] == expected[0]
+
+
+def test_phases_steps_and_epochs():
+    x, y = models.data()
+    model = models.mlp()
+    with li.attach(model) as rec:
+        model.fit(x, y, validation_data=(x[:32], y[:32]), **FIT)
+        model.evaluate(x[:32], y[:32], batch_size=16, verbose=0)
+        model.train_on_batch(x[:16], y[:16])
+        model.test_on_batch(x[:16], y[:16])
+        model.predict(x[:16], verbose=0)
+        model(x[:4])
+        model(x[:4], training=True)
+    h = rec.history
+    expected_phases = (
+        ["train"] * 4 + ["eval"] * 2 + ["train"] * 4 + ["eval"] * 2  # fit
+        + ["eval"] * 2 + ["train"] + ["eval"] + ["call"] * 2
+    )
+    assert list(h.phases) == expected_phases
+    assert list(h.epochs) == [0] * 6 + [1] * 6 + [-1] * 6
+    assert list(h.steps) == [1, 2, 3, 4, 4, 4, 5, 6, 7, 8, 8, 8, 8, 8, 9, 9, 9, 9]
+    assert_terms_sum_to_total(h)
+
+
+def test_call_records_equal_sum_of_model_losses():
+    x, _ = models.data()
+    model = models.mlp()
+    with li.attach(model) as rec:
+        model(x[:8], training=True)
+        expected = [float(keras.ops.convert_to_numpy(t)) for t in model.losses]
+    h = rec.history
+    assert list(h.phases) == ["call"]
+    assert np.isnan(h.batch_sizes[0])
+    np.testing.assert_allclose(h["total"][0], sum(expected), rtol=1e-6)
+    values = [h[k][0] for k in h.keys()]
+    np.testing.assert_allclose(sorted(values), sorted(expected), rtol=1e-6)
+
+
+def test_regularizer_value_is_the_one_used_in_the_step():
+    """Read after the step, a regularizer is one update late; ours is not."""
+    keras.utils.set_random_seed(models.SEED)
+    inp = keras.Input((4,))
+    dense = keras.layers.Dense(1, kernel_regularizer=keras.regularizers.L2(0.5), name="d")
+    model = keras.Model(inp, dense(inp), name="reg")
+    model.compile(optimizer=keras.optimizers.SGD(0.3), loss="mse")
+    x, y = models.data(16, in_dim=4)
+    used = []
+    with li.attach(model) as rec:
+        for _ in range(4):
+            kernel = keras.ops.convert_to_numpy(dense.kernel)
+            used.append(0.5 * float(np.sum(kernel.astype(np.float64) ** 2)))
+            model.train_on_batch(x, y)
+    np.testing.assert_allclose(rec.history["regularizer:reg/d/kernel"], used, rtol=1e-5)
+    assert len(set(np.round(used, 6))) == 4  # the weights really moved
+
+
+def test_detach_leaves_model_as_it_was():
+    x, y = models.data()
+    model = models.mlp()
+    model.fit(x, y, **FIT)
+    before = {
+        "model_dict": set(model.__dict__),
+        "layer_dicts": [set(layer.__dict__) for layer in model._flatten_layers()],
+        "metrics": list(model.metrics),
+        "metrics_variables": len(model.metrics_variables),
+        "train_function": model.train_function,
+        "compute_loss": type(model).compute_loss,
+        "flat_losses": list(model._compile_loss._flat_losses),
+    }
+    rec = li.attach(model)
+    model.fit(x, y, **FIT)
+    rec.detach()
+    rec.detach()  # idempotent
+    assert set(model.__dict__) == before["model_dict"]
+    assert [set(layer.__dict__) for layer in model._flatten_layers()] == before["layer_dicts"]
+    assert list(model.metrics) == before["metrics"]
+    assert len(model.metrics_variables) == before["metrics_variables"]
+    assert model.train_function is before["train_function"]
+    assert model.compute_loss.__func__ is before["compute_loss"]
+    assert list(model._compile_loss._flat_losses) == before["flat_losses"]
+    logs = model.fit(x, y, validation_data=(x[:32], y[:32]), **FIT).history
+    assert sorted(logs) == ["loss", "val_loss"]
+    assert not rec.attached and len(rec.history) == 8
+
+
+def test_history_keys_and_progress_bar_unchanged_while_attached(capsys):
+    x, y = models.data(32)
+    plain = models.mlp()
+    plain.fit(x, y, batch_size=16, epochs=1, verbose=2)
+    expected = capsys.readouterr().out
+    model = models.mlp()
+    with li.attach(model):
+        model.fit(x, y, batch_size=16, epochs=1, verbose=2)
+        shown = capsys.readouterr().out
+        assert "loss_inspect" not in shown
+        assert sorted(model.evaluate(x, y, verbose=0, return_dict=True)) == ["loss"]
+    strip = lambda s: [line.split(" - ")[-1] for line in s.splitlines()]  # noqa: E731
+    assert strip(shown)[-1] == strip(expected)[-1]
+
+
+def test_attach_twice_returns_the_same_recorder_and_two_models_record():
+    x, y = models.data()
+    first, second = models.mlp(), models.plain()
+    rec_a = li.attach(first)
+    try:
+        assert li.attach(first) is rec_a
+        rec_b = li.attach(second)
+        first.fit(x, y, **FIT)
+        second.fit(x, y, **FIT)
+        assert len(rec_a.history) == len(rec_b.history) == 8
+        assert rec_b.history.keys() == ["compiled"]
+        assert set(li.recorders()) == {rec_a, rec_b}
+    finally:
+        rec_a.detach()
+        rec_b.detach()
+    assert li.recorders() == []
+
+
+def test_attach_after_a_first_fit_rebuilds_the_traced_step():
+    x, y = models.data()
+    model = models.mlp()
+    model.fit(x, y, **FIT)
+    with li.attach(model) as rec:
+        logs = model.fit(x, y, validation_data=(x[:32], y[:32]), **FIT).history
+    assert_keras_totals(rec.history, logs)
+    assert rec.history.steps[0] == 9  # counted from the optimizer's iterations
+
+
+def _patched_names(model):
+    """Instance attributes loss_inspect may set, found on the model or its layers."""
+    from loss_inspect._keras_internals import _INSTANCE_ATTRS
+
+    found = set(model.__dict__) & set(_INSTANCE_ATTRS)
+    for layer in model._flatten_layers():
+        found |= {f"{layer.name}.add_loss"} if "add_loss" in layer.__dict__ else set()
+    return found
+
+
+def test_keyboard_interrupt_detaches_and_keeps_partial_history():
+    x, y = models.data()
+    model = models.mlp()
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        with li.attach(model) as rec:
+            model.fit(x, y, callbacks=[Interrupt()], **FIT)
+    assert not rec.attached and _patched_names(model) == set()
+    assert len(rec.history) == 3
+    assert_terms_sum_to_total(rec.history)
+    model.fit(x, y, **FIT)  # still trains
+
+
+def test_exception_in_user_call_propagates_and_detaches():
+    class Boom(keras.layers.Layer):
+        armed = False
+
+        def call(self, x):
+            if Boom.armed:
+                raise RuntimeError("user bug in call()")
+            return x
+
+    class Arm(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            Boom.armed = batch == 1
+
+    keras.utils.set_random_seed(models.SEED)
+    inp = keras.Input((8,))
+    model = keras.Model(inp, keras.layers.Dense(1)(Boom()(inp)))
+    model.compile(optimizer="sgd", loss="mse", run_eagerly=True)
+    x, y = models.data()
+    with pytest.raises(RuntimeError, match="user bug in call"):
+        with li.attach(model) as rec:
+            model.fit(x, y, callbacks=[Arm()], **FIT)
+    assert not rec.attached and _patched_names(model) == set()
+    assert len(rec.history) == 2
+
+
+def test_non_finite_term_is_recorded_and_located():
+    x, y = models.data()
+    x = x * 0.01  # activations near 0: log(|h| - 0.5) is NaN from the first step
+    model = models.nan_model()
+    with li.attach(model) as rec:
+        model.fit(x, y, callbacks=[keras.callbacks.TerminateOnNaN()], **FIT)
+    h = rec.history
+    assert len(h) >= 1 and np.isnan(h["add_loss:nan/bad"][0])
+    where = h.first_nonfinite()
+    assert (where.record, where.key, where.phase, where.step) == (0, "add_loss:nan/bad", "train", 1)
+
+
+def test_values_are_numpy_floats_no_tensors_kept():
+    x, y = models.data()
+    model = models.mlp()
+    with li.attach(model) as rec:
+        model.fit(x, y, **FIT)
+        model(x[:4], training=True)
+    h = rec.history
+    for name, value in vars(h).items():
+        assert isinstance(value, (np.ndarray, list, dict, int)), name
+        if isinstance(value, np.ndarray):
+            assert value.dtype in (np.float64, np.int64, np.int8, bool), name
+    assert rec._eager_rows == [] and len(rec._registry) == 0
+
+
+@pytest.mark.parametrize(
+    "bad,type_name",
+    [
+        (3.0, "float"),
+        ("model", "str"),
+        (np.zeros(3), "ndarray"),
+        (keras.layers.Dense(2), "Dense"),
+        (None, "NoneType"),
+    ],
+)
+def test_attach_rejects_non_models(bad, type_name):
+    with pytest.raises(TypeError) as info:
+        li.attach(bad)
+    message = str(info.value)
+    assert "Expected a Keras 3 model" in message and type_name in message
+
+
+def test_bad_capacity_is_a_clear_error():
+    with pytest.raises(ValueError, match="capacity must be a positive int \\(number of terms\\); got 0"):
+        li.attach(models.plain(), capacity=0)
+
+
+def test_bypassed_compute_loss_warns_with_method_name():
+    x, y = models.data()
+    model = models.bypassing_train_step_any_backend()
+    with pytest.warns(RuntimeWarning, match=r"BypassingJaxTrainStep\.train_step|BypassingTrainStep\.train_step"):
+        with li.attach(model) as rec:
+            model.fit(x, y, **FIT)
+    assert len(rec.history.select(phase="train")) == 0
+    with li.attach(model) as rec:  # eager calls are still seen
+        model(x[:4])
+    assert list(rec.history.phases) == ["call"]
+
+
+def test_small_capacity_sums_overflow_into_residual_then_grows(backend):
+    x, y = models.data()
+    model = models.nested_shared()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with li.attach(model, capacity=2) as rec:
+            model.fit(x, y, **FIT)
+            model.fit(x, y, **FIT)
+    h = rec.history
+    assert_terms_sum_to_total(h)
+    if backend == "torch":
+        assert "residual" not in h.keys()  # eager steps have no capacity limit
+        return
+    assert any("capacity" in str(w.message) for w in caught)
+    first, second = h.select(epoch=[0, 1]), h
+    assert "residual" in h.keys()
+    last = second.select(phase="train")
+    assert last.present("activity:vae/shared")[-1]  # full breakdown after growing
+    assert not last.present("residual")[-1]
+    del first
+
+
+SAVE_AND_RELOAD = textwrap.dedent(
+    """
+    import sys, numpy as np, keras
+    sys.path.insert(0, {tests!r})
+    import models  # registers the custom layer
+    model = keras.saving.load_model({path!r})
+    assert "loss_inspect" not in sys.modules
+    x, _ = models.data()
+    np.save({out!r}, np.asarray(model.predict(x, verbose=0)))
+    """
+)
+
+
+def _reload_in_fresh_process(path, tmp_path):
+    import os
+
+    out = str(tmp_path / "pred.npy")
+    code = SAVE_AND_RELOAD.format(tests=os.path.dirname(__file__), path=str(path), out=out)
+    subprocess.run([sys.executable, "-c", code], check=True, env=os.environ.copy(), timeout=300)
+    return np.load(out)
+
+
+@pytest.mark.slow
+def test_model_saves_and_reloads_while_attached_and_after(tmp_path):
+    x, y = models.data()
+    model = models.mlp()
+    with li.attach(model):
+        model.fit(x, y, **FIT)
+        model.save(tmp_path / "attached.keras")
+        expected = np.asarray(model.predict(x, verbose=0))
+    model.save(tmp_path / "detached.keras")
+    for name in ("attached.keras", "detached.keras"):
+        reloaded = _reload_in_fresh_process(tmp_path / name, tmp_path)
+        np.testing.assert_allclose(reloaded, expected, rtol=1e-6)
+    reloaded_model = keras.saving.load_model(tmp_path / "attached.keras")
+    assert [m.name for m in reloaded_model.metrics] == [m.name for m in model.metrics]
