@@ -23,7 +23,7 @@ from .history import KINDS, PHASES, BreakdownRow, LossHistory, NonFinite, Term
 
 if TYPE_CHECKING:  # pragma: no cover
     from .recorder import Recorder
-    from .snapshot import Snapshot
+    from .snapshots import Snapshot
 
 __all__ = [
     "__version__",
@@ -51,7 +51,7 @@ def attach(model, *, capacity: int | None = None) -> "Recorder":
 
 def snapshot(model) -> "Snapshot":
     """The attributed terms of ``model.losses`` from the last eager forward pass."""
-    from .snapshot import snapshot as _snapshot
+    from .snapshots import snapshot as _snapshot
 
     return _snapshot(model)
 
@@ -81,7 +81,7 @@ def __getattr__(name: str):
 
         return Recorder
     if name == "Snapshot":
-        from .snapshot import Snapshot
+        from .snapshots import Snapshot
 
         return Snapshot
     raise AttributeError(f"module 'loss_inspect' has no attribute {name!r}")

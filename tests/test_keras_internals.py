@@ -1,0 +1,77 @@
+"""The private Keras surface loss_inspect relies on exists in the installed Keras.
+
+When a Keras release moves one of these, this file fails first and names it.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import keras
+import pytest
+
+from loss_inspect import _keras_internals as internals
+import models
+
+
+def test_installed_keras_is_supported():
+    assert internals.keras_version()[:2] >= internals.MIN_KERAS
+    assert internals.keras_version()[:2] in internals.TESTED_KERAS
+    internals.check_version()  # no warning, no error (warnings are errors here)
+
+
+def test_private_attributes_used_exist():
+    model = models.mlp()
+    x, y = models.data(16)
+    model.fit(x, y, verbose=0)
+    assert isinstance(model._layers, list) and isinstance(model._metrics, list)
+    assert callable(model._aggregate_additional_loss)
+    assert callable(model._compile_loss.call) and callable(model._compile_loss.build)
+    entry = model._compile_loss._flat_losses[0]
+    assert {"path", "loss", "loss_weights", "name"} <= set(entry._fields)
+    layer = model.get_layer("hidden")
+    assert isinstance(layer._trainable_variables, list)
+    assert hasattr(layer, "_losses") and hasattr(layer, "_loss_ids")
+    for name in ("train_function", "test_function", "predict_function"):
+        assert hasattr(model, name)
+    assert "training" in inspect.signature(keras.Model.compute_loss).parameters
+
+
+def test_activity_terms_are_added_from_layer_call():
+    seen = []
+    layer = keras.layers.Dense(2, activity_regularizer="l1")
+    original = layer.add_loss
+
+    def spy(loss):
+        seen.append(internals.called_from_layer_call())
+        return original(loss)
+
+    internals.set_instance_attr(layer, "add_loss", spy)
+    layer(keras.ops.ones((3, 4)))
+    internals.del_instance_attr(layer, "add_loss")
+    assert seen == [True]
+    assert "add_loss" not in layer.__dict__
+
+
+def test_layer_tree_paths_are_qualified_and_shared_layers_named_once():
+    model = models.nested_shared()
+    paths = [path for _, path in internals.layer_tree(model)]
+    assert paths[0] == "vae"
+    assert "vae/encoder/kl" in paths and "vae/encoder/code" in paths
+    assert paths.count("vae/shared") == 1
+
+
+def test_regularized_variables_follow_model_losses_order():
+    model = models.mlp()
+    tree = internals.layer_tree(model)
+    got = [p for _, p in internals.regularized_variables(model, tree)]
+    assert got == ["mlp/hidden/kernel", "mlp/out/bias"]
+    assert len(got) == len(model._get_regularization_losses())
+
+
+@pytest.mark.parametrize(
+    "name,expected", [("compute_loss", True), ("train_step", False), ("call", False)]
+)
+def test_is_overridden(name, expected):
+    model = models.compute_loss_override()
+    assert internals.is_overridden(model, name) is expected

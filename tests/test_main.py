@@ -1,0 +1,41 @@
+"""``python -m loss_inspect demo``: the README's main-job command."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from loss_inspect.__main__ import build_parser
+from loss_inspect.history import LossHistory
+
+
+def test_demo_prints_a_breakdown_that_matches_keras(tmp_path):
+    csv = tmp_path / "demo.csv"
+    proc = subprocess.run(
+        [sys.executable, "-m", "loss_inspect", "demo", "--epochs", "2", "--csv", str(csv)],
+        capture_output=True, text=True, env=os.environ.copy(), timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "Loss breakdown (train records: 24)" in out
+    for key in ("compiled", "add_loss:demo/smooth", "activity:demo/hidden",
+                "regularizer:demo/hidden/kernel", "total"):
+        assert key in out
+    assert out.count("  epoch ") == 2
+    history = LossHistory.from_csv(csv)
+    assert len(history.select(phase="train")) == 24
+
+
+@pytest.mark.parametrize("argv", [["demo", "--epochs", "0"], ["demo", "--epochs", "x"], []])
+def test_bad_arguments_exit_with_usage(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(argv)
+    assert info.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_help_describes_the_demo(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", "--help"])
+    assert "breakdown" in capsys.readouterr().out
