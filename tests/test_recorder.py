@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -22,6 +23,9 @@ import loss_inspect as li
 import models
 
 FIT = dict(batch_size=16, epochs=2, verbose=0, shuffle=False)
+BACKEND = os.environ["KERAS_BACKEND"]  # one backend per pytest process (conftest)
+# jit_compile=True means torch.compile on torch: tested on its own below.
+JIT_MODES = ["auto", False] + ([True] if BACKEND != "torch" else [])
 
 
 def assert_terms_sum_to_total(history):
@@ -129,10 +133,8 @@ def test_invariants_multi_output(container, loss_weights, none_output):
         np.testing.assert_allclose(means, expected, rtol=1e-5)
 
 
-@pytest.mark.parametrize("jit_compile", ["auto", False, True])
-def test_invariants_under_jit_modes(jit_compile, backend):
-    if backend == "torch" and jit_compile is True:
-        pytest.skip("torch.compile: see test_torch_compile_breakdown_is_exact")
+@pytest.mark.parametrize("jit_compile", JIT_MODES)
+def test_invariants_under_jit_modes(jit_compile):
     x, y = models.data()
     result = fit_with_and_without(lambda: models.mlp(jit_compile=jit_compile), x, y)
     assert_invariants(result)
@@ -143,21 +145,21 @@ def test_invariants_run_eagerly():
     assert_invariants(fit_with_and_without(lambda: models.mlp(run_eagerly=True), x, y))
 
 
-@pytest.mark.slow
-def test_torch_compile_breakdown_is_exact(backend):
-    """torch.compile (jit_compile=True on torch): exact breakdown, Keras's totals.
+if BACKEND == "torch":  # jit_compile=True only means torch.compile on torch
 
-    Bit-identical weights are not promised here: the hooks make Dynamo split
-    the compiled graph, and a split graph may round differently.
-    """
-    if backend != "torch":
-        pytest.skip("jit_compile=True only means torch.compile on torch")
-    x, y = models.data(32)
-    model = models.mlp(jit_compile=True)
-    with li.attach(model) as rec:
-        logs = model.fit(x, y, batch_size=16, epochs=1, verbose=0).history
-    assert_terms_sum_to_total(rec.history)
-    assert_keras_totals(rec.history, logs)
+    @pytest.mark.slow
+    def test_torch_compile_breakdown_is_exact():
+        """torch.compile (jit_compile=True on torch): exact breakdown, Keras's totals.
+
+        Bit-identical weights are not promised here: the hooks make Dynamo split
+        the compiled graph, and a split graph may round differently.
+        """
+        x, y = models.data(32)
+        model = models.mlp(jit_compile=True)
+        with li.attach(model) as rec:
+            logs = model.fit(x, y, batch_size=16, epochs=1, verbose=0).history
+        assert_terms_sum_to_total(rec.history)
+        assert_keras_totals(rec.history, logs)
 
 
 def test_steps_per_execution_records_every_step(backend):
