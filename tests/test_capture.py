@@ -1,0 +1,56 @@
+"""The packed-row machinery: layouts, the ring buffer, decoding."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from loss_inspect import _capture
+from loss_inspect._terms import Origin
+
+
+def test_layouts_are_interned_per_phase_and_origins():
+    table = _capture.LayoutTable()
+    a = table.intern("train", [Origin("compiled"), Origin("add_loss", "m/x")])
+    b = table.intern("train", [Origin("compiled"), Origin("add_loss", "m/x")])
+    c = table.intern("eval", [Origin("compiled"), Origin("add_loss", "m/x")])
+    d = table.intern("train", [Origin("compiled")])
+    assert a is b and a.id == 0 and (c.id, d.id) == (1, 2)
+    assert [t.key for t in a.terms] == ["compiled", "add_loss:m/x"]
+    assert table.layouts == [a, c, d]
+
+
+def test_state_buffer_wraps_around_and_keeps_every_row_until_read():
+    buffer = _capture.StateBuffer(rows=3, capacity=4, dtype="float32")
+    assert buffer.result() == {}
+    for step in range(5):
+        buffer.write(ops.convert_to_tensor([0.0, 16.0, float(step), 1.0], dtype="float32"))
+    buffer.reset_state()  # Keras resets metrics every epoch: must not touch rows
+    rows = ops.convert_to_numpy(buffer.values.value)
+    assert int(ops.convert_to_numpy(buffer.cursor.value)) == 5
+    assert rows.shape == (3, 4 + 3)
+    # row index = step % 3; steps 3 and 4 overwrote rows 0 and 1
+    np.testing.assert_array_equal(rows[:, 2], [3.0, 4.0, 2.0])
+    np.testing.assert_array_equal(rows[:, 4:], 0.0)  # short rows are zero-padded
+
+
+def test_pack_and_decode_round_trip():
+    table = _capture.LayoutTable()
+    layout = table.intern("train", [Origin("compiled"), Origin("regularizer", "m/d/kernel")])
+    row = _capture.pack_row(
+        layout.id, 8, ops.convert_to_tensor(1.5), [ops.convert_to_tensor(1.25), 0.25], "float32"
+    )
+    padded = np.concatenate([ops.convert_to_numpy(row), np.zeros(4, np.float32)])
+    decoded = _capture.decode(padded, table.layouts)
+    assert decoded.layout is layout and decoded.batch == 8.0 and decoded.total == 1.5
+    np.testing.assert_array_equal(decoded.values, [1.25, 0.25])
+    assert decoded.values.dtype == np.float64
+
+
+def test_batch_size_and_symbolic_detection():
+    assert _capture.batch_size_of(ops.ones((5, 2))) == 5
+    assert np.isnan(_capture.batch_size_of(None))
+    assert _capture.batch_size_of({"a": ops.ones((7, 1)), "b": ops.ones((7, 3))}) == 7
+    assert _capture.is_symbolic_call(keras.KerasTensor((None, 2)))
+    assert not _capture.is_symbolic_call(ops.ones((2, 2)))
