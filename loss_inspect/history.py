@@ -115,29 +115,14 @@ class LossHistory:
     @property
     def terms(self) -> list[Term]:
         """Terms in display order: by kind (see `KINDS`), then first seen."""
-        order = {kind: i for i, kind in enumerate(KINDS)}
-        shown = set(self.keys())
-        ranked = sorted(
-            range(len(self._terms)),
-            key=lambda i: (order[self._terms[i].kind], i),
-        )
-        return [self._terms[i] for i in ranked if self._terms[i].key in shown]
+        return [self._terms[i] for i in self._display_columns()]
 
     def keys(self) -> list[str]:
         """Term keys in display order, without ``"total"``.
 
         A residual that is exactly zero at every record is left out.
         """
-        order = {kind: i for i, kind in enumerate(KINDS)}
-        ranked = sorted(
-            range(len(self._terms)),
-            key=lambda i: (order[self._terms[i].kind], i),
-        )
-        return [
-            self._terms[i].key
-            for i in ranked
-            if not (self._terms[i].kind == "residual" and self._is_zero(i))
-        ]
+        return [self._terms[i].key for i in self._display_columns()]
 
     def term(self, key: str) -> Term:
         """The `Term` named ``key``."""
@@ -486,6 +471,16 @@ class LossHistory:
             raise KeyError(
                 f"No loss term {key!r} in this history. Known keys: {known}."
             ) from None
+
+    def _display_columns(self) -> list[int]:
+        order = {kind: i for i, kind in enumerate(KINDS)}
+        ranked = sorted(
+            range(len(self._terms)), key=lambda i: (order[self._terms[i].kind], i)
+        )
+        return [
+            i for i in ranked
+            if not (self._terms[i].kind == "residual" and self._is_zero(i))
+        ]
 
     def _is_zero(self, col: int) -> bool:
         n = self._n
