@@ -23,7 +23,7 @@ from keras import ops
 
 from . import _keras_internals as internals
 from ._terms import Origin, name_terms
-from .history import PHASES, Term
+from .history import Term
 
 _HEADER = 3  # layout id, batch size, total
 
@@ -145,7 +145,3 @@ def is_symbolic_call(y_pred) -> bool:
     if internals.in_symbolic_scope():
         return True
     return any(isinstance(t, keras.KerasTensor) for t in keras.tree.flatten(y_pred))
-
-
-def phase_code(phase: str) -> int:
-    return PHASES.index(phase)
