@@ -91,6 +91,8 @@ def main(argv=None) -> int:
             print("--backend must be chosen before Keras is imported", file=sys.stderr)
             return 2
         os.environ["KERAS_BACKEND"] = args.backend
+    # Keras's own default is TensorFlow; the README installs only JAX.
+    os.environ.setdefault("KERAS_BACKEND", "jax")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     return run_demo(epochs=args.epochs, csv_path=args.csv)
 

@@ -27,6 +27,16 @@ def test_demo_prints_a_breakdown_that_matches_keras(tmp_path):
     assert len(history.select(phase="train")) == 24
 
 
+def test_demo_defaults_to_jax_when_no_backend_is_named(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "loss_inspect", "demo", "--epochs", "1"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "backend jax" in proc.stdout
+
+
 @pytest.mark.parametrize("argv", [["demo", "--epochs", "0"], ["demo", "--epochs", "x"], []])
 def test_bad_arguments_exit_with_usage(argv, capsys):
     with pytest.raises(SystemExit) as info:
