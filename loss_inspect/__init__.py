@@ -19,7 +19,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._version import __version__
-from .history import KINDS, PHASES, BreakdownRow, LossHistory, NonFinite, Term
+from .history import (
+    KINDS, PHASES, BreakdownRow, LossHistory, NonFinite, NonFiniteLossError, Term,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .recorder import Recorder
@@ -36,17 +38,18 @@ __all__ = [
     "LossHistory",
     "Term",
     "NonFinite",
+    "NonFiniteLossError",
     "BreakdownRow",
     "KINDS",
     "PHASES",
 ]
 
 
-def attach(model, *, capacity: int | None = None) -> "Recorder":
+def attach(model, *, capacity: int | None = None, every: int = 1, nan: str = "ignore") -> "Recorder":
     """Attach a `Recorder` to a Keras 3 model; see `loss_inspect.recorder.attach`."""
     from .recorder import attach as _attach
 
-    return _attach(model, capacity=capacity)
+    return _attach(model, capacity=capacity, every=every, nan=nan)
 
 
 def snapshot(model) -> "Snapshot":

@@ -16,7 +16,9 @@ from typing import Iterable, NamedTuple
 
 import numpy as np
 
-__all__ = ["Term", "LossHistory", "NonFinite", "BreakdownRow", "KINDS", "PHASES"]
+__all__ = [
+    "Term", "LossHistory", "NonFinite", "NonFiniteLossError", "BreakdownRow", "KINDS", "PHASES",
+]
 
 #: Term kinds in display order.
 KINDS = ("compiled", "add_loss", "activity", "regularizer", "residual")
@@ -69,6 +71,20 @@ class NonFinite(NamedTuple):
     step: int
     epoch: int
     phase: str
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised by a recorder with ``nan="raise"`` at the first NaN/inf term.
+
+    Attributes:
+        where: the `NonFinite` record that went non-finite.
+        layer: the layer (or variable) path of that term, or None.
+    """
+
+    def __init__(self, message: str, where: NonFinite, layer: str | None):
+        super().__init__(message)
+        self.where = where
+        self.layer = layer
 
 
 class BreakdownRow(NamedTuple):

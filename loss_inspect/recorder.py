@@ -22,15 +22,19 @@ from keras import ops
 
 from . import _capture, _keras_internals as internals
 from ._terms import LossRegistry, Origin, attribute_added
-from .history import NO_EPOCH, PHASES, LossHistory
+from .history import NO_EPOCH, PHASES, LossHistory, NonFiniteLossError
 
 __all__ = ["Recorder", "attach", "recorders", "recorder_for"]
 
 _ATTACHED: dict[int, "Recorder"] = {}
 _PHASE_OF_FUNCTION = {"train": "train", "test": "eval", "predict": "predict"}
+NAN_POLICIES = ("ignore", "warn", "raise")
+_LISTENER_FAILURES_TOLERATED = 3
 
 
-def attach(model, *, capacity: int | None = None) -> "Recorder":
+def attach(
+    model, *, capacity: int | None = None, every: int = 1, nan: str = "ignore"
+) -> "Recorder":
     """Start recording the loss breakdown of ``model``; see `Recorder`.
 
     Attaching to a model that already has a recorder returns that recorder
@@ -42,9 +46,16 @@ def attach(model, *, capacity: int | None = None) -> "Recorder":
         capacity: most terms one traced step can carry (TensorFlow / JAX).
             By default it is sized from the model; terms past it are summed
             into ``residual`` until the next ``fit()`` resizes the buffer.
+        every: keep one train record in ``every`` (steps divisible by it);
+            eval and call records are all kept. Non-finite checks still see
+            every step.
+        nan: what a NaN/inf term does: ``"ignore"`` (it is recorded, as
+            always), ``"warn"`` (once) or ``"raise"`` (`NonFiniteLossError`
+            out of ``fit()``; the records up to it are kept).
 
     Raises:
         TypeError: ``model`` is not a Keras 3 model.
+        ValueError: a bad ``capacity``, ``every`` or ``nan``.
     """
     problem = internals.describe_non_model(model)
     if problem is not None:
@@ -56,7 +67,11 @@ def attach(model, *, capacity: int | None = None) -> "Recorder":
         raise ValueError(
             f"capacity must be a positive int (number of terms); got {capacity!r}."
         )
-    return Recorder(model, capacity=capacity)
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        raise ValueError(f"every must be a positive int (keep 1 step in N); got {every!r}.")
+    if nan not in NAN_POLICIES:
+        raise ValueError(f"nan must be one of {NAN_POLICIES}; got {nan!r}.")
+    return Recorder(model, capacity=capacity, every=every, nan=nan)
 
 
 def recorders() -> list["Recorder"]:
@@ -117,8 +132,16 @@ class Recorder:
         attached: False after `detach`.
     """
 
-    def __init__(self, model, *, capacity: int | None = None):
+    def __init__(
+        self, model, *, capacity: int | None = None, every: int = 1, nan: str = "ignore"
+    ):
         internals.check_version()
+        self.every = every
+        self.nan = nan
+        self._listeners: list = []
+        self._listener_failures: dict[int, int] = {}
+        self._nonfinite_seen = False
+        self._notified_records = 0
         self._model_ref = weakref.ref(model, self._model_collected)
         self._model_id = id(model)
         self._model_name = model.name
@@ -188,6 +211,38 @@ class Recorder:
                 self._uninstall(model)
             self._registry.clear()
             self._eager_rows.clear()
+
+    def add_listener(self, listener) -> None:
+        """Call ``listener(recorder, final)`` after each batch of new records.
+
+        Listeners run on the main thread right after a step function returns
+        (``final=True`` once ``fit()`` has finished). An exception in a
+        listener is reported once as a warning and never reaches training;
+        a listener that keeps failing is removed.
+        """
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener) -> None:
+        self._listeners = [fn for fn in self._listeners if fn is not listener]
+
+    def _notify(self, final: bool = False) -> None:
+        if not final and len(self._history) == self._notified_records:
+            return  # nothing new (e.g. a traced call that recorded nothing)
+        self._notified_records = len(self._history)
+        for listener in list(self._listeners):
+            try:
+                listener(self, final)
+            except Exception as exc:  # a view must never break training
+                count = self._listener_failures.get(id(listener), 0) + 1
+                self._listener_failures[id(listener)] = count
+                self._warn_once(
+                    f"listener-{id(listener)}",
+                    f"loss_inspect: a display of the breakdown failed "
+                    f"({type(exc).__name__}: {exc}); training goes on.",
+                )
+                if count >= _LISTENER_FAILURES_TOLERATED:
+                    self.remove_listener(listener)
 
     def __enter__(self) -> "Recorder":
         return self
@@ -386,8 +441,11 @@ class Recorder:
             if recorder._call_depth == 0 and recorder._phase is None:
                 try:
                     recorder._record_call(outputs)
+                except NonFiniteLossError:
+                    raise
                 except Exception as exc:
                     recorder._internal_error(exc)
+                recorder._notify()
             return outputs
 
         return call
@@ -410,7 +468,9 @@ class Recorder:
                 recorder._ensure_state(model)
             recorder._fit_depth += 1
             try:
-                return original(*bound.args, **bound.kwargs)
+                result = original(*bound.args, **bound.kwargs)
+                recorder._notify(final=True)
+                return result
             finally:
                 recorder._fit_depth -= 1
                 recorder._epoch = NO_EPOCH
@@ -463,6 +523,7 @@ class Recorder:
                     first_call[0] = False
                     if recorder._compute_loss_calls == calls_before:
                         recorder._warn_bypassed_compute_loss(kind)
+                recorder._notify()
             return output
 
         step_function._loss_inspect_recorder = recorder
@@ -612,20 +673,52 @@ class Recorder:
             cols = np.array([self._history._add_term(t) for t in layout.terms], dtype=np.intp)
             self._layout_columns[layout.id] = cols
         k = len(totals)
+        batch = np.asarray(batch, np.float64)
+        totals = np.asarray(totals, np.float64)
         if layout.phase == "train":
             steps = np.arange(self._step + 1, self._step + k + 1)
             self._step += k
         else:
             steps = np.full(k, self._step)
+        bad = None
+        if self.nan != "ignore" and not self._nonfinite_seen:
+            bad = _first_nonfinite_row(totals, values)
+        keep = slice(None)
+        if layout.phase == "train" and self.every > 1:
+            keep = steps % self.every == 0
+            if bad is not None:
+                keep[bad] = True  # the culprit is always recorded
         self._history._append(
             PHASES.index(layout.phase),
-            steps,
-            np.full(k, self._epoch),
-            np.asarray(batch, np.float64),
-            np.asarray(totals, np.float64),
+            steps[keep],
+            np.full(len(steps[keep]), self._epoch),
+            batch[keep],
+            totals[keep],
             cols,
-            values,
+            values[keep],
         )
+        if bad is not None:
+            self._nonfinite_seen = True
+            self._report_nonfinite()
+
+    def _report_nonfinite(self) -> None:
+        where = self._history.first_nonfinite()
+        if where is None:  # pragma: no cover - guarded by _first_nonfinite_row
+            return
+        layer = self._history.term(where.key).layer if where.key != "total" else None
+        where_text = f"step {where.step} (epoch {where.epoch}, {where.phase})"
+        message = (
+            f"Loss term {where.key!r}{f' (layer {layer})' if layer else ''} became "
+            f"{where.value} at {where_text}."
+        )
+        if self.nan == "raise":
+            raise NonFiniteLossError(
+                message + " Training stopped by loss_inspect (nan='raise'); the "
+                "records up to here are kept in the recorder's history.",
+                where,
+                layer,
+            )
+        self._warn_once("nonfinite", message + " Recording goes on (nan='warn').")
 
     # ----------------------------------------------------------- messages
     def _warn_bypassed_compute_loss(self, kind: str) -> None:
@@ -656,6 +749,15 @@ class Recorder:
     def _model_collected(self, _ref) -> None:
         self._attached = False
         _ATTACHED.pop(self._model_id, None)
+
+
+def _first_nonfinite_row(totals, values):
+    """Index of the first row with a non-finite total or term, or None."""
+    bad = ~np.isfinite(totals)
+    if values.size:
+        bad |= ~np.all(np.isfinite(values), axis=1)
+    rows = np.flatnonzero(bad)
+    return int(rows[0]) if rows.size else None
 
 
 def _optimizer_iterations(model) -> int:

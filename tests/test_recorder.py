@@ -511,3 +511,76 @@ def test_model_saves_and_reloads_while_attached_and_after(tmp_path):
         np.testing.assert_allclose(reloaded, expected, rtol=1e-6)
     reloaded_model = keras.saving.load_model(tmp_path / "attached.keras")
     assert [m.name for m in reloaded_model.metrics] == [m.name for m in model.metrics]
+
+
+def test_every_keeps_one_train_step_in_n_and_all_eval_records():
+    x, y = models.data()
+    model = models.mlp()
+    with li.attach(model, every=3) as rec:
+        model.fit(x, y, validation_data=(x[:32], y[:32]), **FIT)
+    h = rec.history
+    assert list(h.select(phase="train").steps) == [3, 6]
+    assert len(h.select(phase="eval")) == 4
+    assert_terms_sum_to_total(h)
+
+
+def test_nan_raise_stops_fit_naming_term_layer_and_step():
+    x, y = models.data()
+    model = models.nan_model()
+    with pytest.raises(li.NonFiniteLossError) as info:
+        with li.attach(model, nan="raise") as rec:
+            model.fit(x * 0.01, y, **FIT)
+    message = str(info.value)
+    assert "'add_loss:nan/bad'" in message and "layer nan/bad" in message
+    assert "step 1 (epoch 0, train)" in message
+    assert info.value.where.key == "add_loss:nan/bad" and info.value.layer == "nan/bad"
+    assert len(rec.history) == 1 and not rec.attached  # kept, and detached
+
+
+def test_nan_warn_warns_once_and_keeps_recording():
+    x, y = models.data()
+    model = models.nan_model()
+    with pytest.warns(RuntimeWarning, match="add_loss:nan/bad") as caught:
+        with li.attach(model, nan="warn") as rec:
+            model.fit(x * 0.01, y, **FIT)
+    assert sum("became" in str(w.message) for w in caught) == 1
+    assert len(rec.history.select(phase="train")) == 8
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(every=0), "every must be a positive int"),
+        (dict(every="2"), "every must be a positive int"),
+        (dict(nan="stop"), "nan must be one of"),
+    ],
+)
+def test_bad_options_are_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        li.attach(models.plain(), **kwargs)
+
+
+def test_listeners_see_each_execution_and_a_final_call():
+    x, y = models.data()
+    model = models.mlp()
+    calls = []
+    with li.attach(model) as rec:
+        rec.add_listener(lambda r, final: calls.append((len(r.history), final)))
+        model.fit(x, y, **FIT)
+    assert calls[-1] == (8, True)
+    assert [n for n, final in calls if not final] == list(range(1, 9))
+
+
+def test_failing_listener_warns_once_is_removed_and_training_goes_on():
+    x, y = models.data()
+    model = models.mlp()
+
+    def broken(recorder, final):
+        raise ValueError("renderer exploded")
+
+    with pytest.warns(RuntimeWarning, match="renderer exploded") as caught:
+        with li.attach(model) as rec:
+            rec.add_listener(broken)
+            model.fit(x, y, **FIT)
+    assert sum("renderer exploded" in str(w.message) for w in caught) == 1
+    assert rec._listeners == [] and len(rec.history) == 8
