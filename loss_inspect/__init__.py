@@ -33,6 +33,10 @@ __all__ = [
     "snapshot",
     "recorders",
     "breakdown_table",
+    "last",
+    "Dashboard",
+    "load_ipython_extension",
+    "unload_ipython_extension",
     "Recorder",
     "Snapshot",
     "LossHistory",
@@ -77,6 +81,27 @@ def breakdown_table(history: LossHistory, phase: str | None = "train") -> str:
     return _table(history, phase)
 
 
+def last():
+    """The `LossReport` of the most recent ``%%losses`` cell, or None."""
+    from .report import last as _last
+
+    return _last()
+
+
+def load_ipython_extension(ipython):
+    """Register ``%losses`` / ``%%losses``. Called by ``%load_ext loss_inspect``."""
+    from .magics import load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython):
+    """Remove the magics and detach the recorders they attached (``%unload_ext``)."""
+    from .magics import unload
+
+    unload(ipython)
+
+
 def __getattr__(name: str):
     # Classes that need Keras are imported on first access, not at import time.
     if name == "Recorder":
@@ -87,4 +112,8 @@ def __getattr__(name: str):
         from .snapshots import Snapshot
 
         return Snapshot
+    if name == "Dashboard":
+        from .widgets import Dashboard
+
+        return Dashboard
     raise AttributeError(f"module 'loss_inspect' has no attribute {name!r}")

@@ -96,6 +96,11 @@ class Snapshot:
     def _repr_pretty_(self, printer, cycle) -> None:
         printer.text(repr(self) if cycle else str(self))
 
+    def _repr_html_(self) -> str:
+        from ._html import snapshot_html
+
+        return snapshot_html(self)
+
 
 def snapshot(model) -> Snapshot:
     """The attributed terms of ``model.losses`` from the last eager forward pass.

@@ -1,0 +1,46 @@
+"""Where output can go: every environment check lives here.
+
+A kernel cannot tell whether a widget frontend is listening (nbconvert, nbval
+and papermill run kernels with none), so live widgets are on in any kernel
+unless switched off with ``LOSS_INSPECT_LIVE=0`` or ``--no-live``; their text
+repr is constant, so a frontend-less run still produces stable outputs.
+"""
+
+from __future__ import annotations
+
+import os
+
+KERNEL = "kernel"  # Jupyter / ipykernel: rich output and widgets
+TERMINAL = "terminal"  # plain IPython: text only
+SCRIPT = "script"  # no IPython at all
+
+_OFF = {"0", "false", "no", "off"}
+
+
+def context() -> str:
+    """`KERNEL`, `TERMINAL` or `SCRIPT` for the running process."""
+    import sys
+
+    if "IPython" not in sys.modules:
+        return SCRIPT
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None:
+        return SCRIPT
+    return KERNEL if getattr(shell, "kernel", None) is not None else TERMINAL
+
+
+def live_widgets_enabled(requested: bool = True) -> bool:
+    """Should a live widget be shown? Needs a kernel, ipywidgets and no opt-out."""
+    if not requested:
+        return False
+    if os.environ.get("LOSS_INSPECT_LIVE", "1").strip().lower() in _OFF:
+        return False
+    if context() != KERNEL:
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,306 @@
+"""``%%losses`` and ``%losses``: the IPython surface of loss_inspect.
+
+Load with ``%load_ext loss_inspect``. No IPython event callbacks are
+registered (per-step work happens in Keras, through the recorder), so
+``%reload_ext`` can never leave duplicates; unloading detaches every recorder
+these magics attached.
+"""
+
+from __future__ import annotations
+
+import difflib
+import shlex
+import warnings
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+__all__ = ["LossInspectMagics", "load", "unload"]
+
+_PHASE_CHOICES = ("train", "eval", "all")
+_PLOT_CHOICES = ("stack", "lines", "share", "none")  # plotting.VIEWS + none
+_NAN_CHOICES = ("warn", "raise", "ignore")
+_MAGICS: dict[int, "LossInspectMagics"] = {}
+
+
+def load(shell) -> None:
+    """Register the magics once per shell (a second load is a no-op)."""
+    if id(shell) in _MAGICS:
+        return
+    magics = LossInspectMagics(shell)
+    shell.register_magics(magics)
+    _MAGICS[id(shell)] = magics
+
+
+def unload(shell) -> None:
+    """Remove the magics and detach every recorder they attached."""
+    magics = _MAGICS.pop(id(shell), None)
+    if magics is None:
+        return
+    magics.detach_all()
+    for kind in ("line", "cell"):
+        table = shell.magics_manager.magics[kind]
+        if getattr(table.get("losses"), "__self__", None) is magics:
+            del table["losses"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"--every expects a positive integer; got {text!r}.") from None
+    if value < 1:
+        raise UsageError(f"--every expects a positive integer; got {value}.")
+    return value
+
+
+@magics_class
+class LossInspectMagics(Magics):
+    """The ``losses`` line and cell magic."""
+
+    def __init__(self, shell):
+        super().__init__(shell)
+        self._owned = []  # recorders these magics attached and must detach
+
+    def detach_all(self) -> None:
+        for recorder in self._owned:
+            recorder.detach()
+        self._owned.clear()
+
+    @magic_arguments()
+    @argument("model", nargs="?", help="the Keras 3 model: a name or expression "
+              "in the notebook (net, gan.generator, models[0]).")
+    @argument("-o", dest="output", metavar="NAME",
+              help="store the LossReport (recorder, history, breakdown) in NAME.")
+    @argument("-q", dest="quiet", action="store_true", help="no output.")
+    @argument("--every", type=_positive_int, default=1, metavar="N",
+              help="record every N-th train step (eval and forward passes: all).")
+    @argument("--plot", choices=_PLOT_CHOICES, default="stack",
+              help="figure at the end of the cell: stack (default), lines, share or none.")
+    @argument("--logy", action="store_true", help="log-scale y axis.")
+    @argument("--no-live", dest="live", action="store_false",
+              help="no live widget while the cell runs (also: LOSS_INSPECT_LIVE=0).")
+    @argument("--phase", choices=_PHASE_CHOICES, default="train",
+              help="records in the table: train (default), eval or all.")
+    @argument("--nan", choices=_NAN_CHOICES, default="warn",
+              help="non-finite term: warn (default), raise (stop training with an "
+                   "error naming the term, layer and step) or ignore.")
+    @argument("--on", metavar="EXPR",
+              help="line magic only: run MODEL(EXPR, training=True) first.")
+    @argument("-h", "--help", dest="help", action="store_true", help="show this help.")
+    @no_var_expand
+    @line_cell_magic
+    def losses(self, line: str = "", cell: str | None = None):
+        """Show what a Keras 3 model's loss is made of.
+
+        Cell magic: attach to MODEL for the cell, run it (a ``fit()``, a custom
+        loop, forward passes), detach, then show the breakdown table and a
+        figure of every term over the steps. A live widget follows training.
+        Line magic: the terms of MODEL's ``model.losses`` from its last eager
+        forward pass; with no MODEL, the recorders attached now.
+
+        Examples::
+
+            In [1]: %load_ext loss_inspect
+            In [2]: %%losses model -o report --plot lines
+               ...: model.fit(x, y, epochs=3, verbose=0)
+            In [3]: %losses model --on x[:32]
+        """
+        args = self._parse(line)
+        if args.help:
+            print(self.losses.__doc__)
+            return None
+        if cell is None:
+            return self._line(args)
+        return self._cell(args, cell)
+
+    # ------------------------------------------------------------ parsing
+    def _parse(self, line: str):
+        try:
+            shlex.split(line)  # the message IPython gives for this is a raw traceback
+        except ValueError as exc:
+            raise UsageError(f"%losses: cannot parse {line!r}: {exc}.") from None
+        parser = self.losses.parser
+        parser.allow_abbrev = False  # --ev must not silently mean --every
+        args = parse_argstring(self.losses, line)
+        for name in ("model", "output", "on"):
+            value = getattr(args, name)
+            if isinstance(value, str):
+                setattr(args, name, _unquote(value))
+        if args.output is not None and not args.output.isidentifier():
+            raise UsageError(f"-o expects a variable name; got {args.output!r}.")
+        return args
+
+    def _resolve_model(self, expression: str):
+        if expression[:1] in ("$", "{"):
+            raise UsageError(
+                f"%losses takes the model as a Python expression; {expression!r} is "
+                "not expanded ($ and {} are left alone). Write e.g. %losses model."
+            )
+        namespace = self.shell.user_ns
+        try:
+            value = eval(expression, namespace)  # noqa: S307 - the user's own namespace
+        except NameError as exc:
+            name = getattr(exc, "name", None) or expression
+            known = [k for k in namespace if not k.startswith("_")]
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise UsageError(f"%losses: no variable named {name!r} in the notebook.{hint}") from None
+        except Exception as exc:
+            raise UsageError(
+                f"%losses: could not evaluate {expression!r}: {type(exc).__name__}: {exc}"
+            ) from None
+        from ._keras_internals import describe_non_model
+
+        problem = describe_non_model(value)
+        if problem is not None:
+            raise UsageError(f"%losses {expression}: {problem}")
+        return value
+
+    # --------------------------------------------------------- line magic
+    def _line(self, args):
+        from .recorder import recorders
+        from .snapshots import snapshot
+
+        if args.model is None:
+            if args.on is not None:
+                raise UsageError("--on needs a MODEL: %losses MODEL --on EXPR")
+            attached = recorders()
+            if not attached:
+                print("No loss_inspect recorder is attached.")
+            for recorder in attached:
+                print(repr(recorder))
+            return None
+        model = self._resolve_model(args.model)
+        if args.on is not None:
+            try:
+                inputs = eval(args.on, self.shell.user_ns)  # noqa: S307
+            except Exception as exc:
+                raise UsageError(
+                    f"--on: could not evaluate {args.on!r}: {type(exc).__name__}: {exc}"
+                ) from None
+            model(inputs, training=True)
+        snap = snapshot(model)
+        if args.output:
+            self.shell.user_ns[args.output] = snap
+        if not args.quiet:
+            self._display(snap)
+        return None
+
+    # --------------------------------------------------------- cell magic
+    def _cell(self, args, cell: str):
+        if args.model is None:
+            raise UsageError("%%losses needs a MODEL: %%losses model [options]")
+        if args.on is not None:
+            raise UsageError("--on is for the line magic (%losses MODEL --on EXPR).")
+        model = self._resolve_model(args.model)
+        from . import report as report_module
+        from ._display import live_widgets_enabled
+        from .recorder import attach, recorder_for
+
+        existing = recorder_for(model)
+        if existing is not None:
+            recorder = existing
+            saved = (recorder.every, recorder.nan)
+            recorder.every, recorder.nan = args.every, args.nan
+        else:
+            recorder = attach(model, every=args.every, nan=args.nan)
+            self._owned.append(recorder)
+        start = len(recorder.history)
+        live = None
+        if not args.quiet and live_widgets_enabled(args.live):
+            live = self._start_live(recorder, args)
+        error = None
+        try:
+            self._run(cell)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if live is not None:
+                recorder.remove_listener(live)
+            if existing is None:
+                recorder.detach()
+                self._owned = [r for r in self._owned if r is not recorder]
+            else:
+                recorder.every, recorder.nan = saved
+            report = report_module.LossReport(
+                recorder, start, phase=args.phase,
+                view="stack" if args.plot == "none" else args.plot,
+                logy=args.logy, error=error,
+            )
+            report_module._remember(report)
+            if args.output:
+                self.shell.user_ns[args.output] = report
+            if live is not None and error is None:
+                self._safely(lambda: live.update(final=True))
+        if not args.quiet:
+            self._safely(lambda: self._show(report, args))
+        return None
+
+    def _run(self, cell: str) -> None:
+        """Run the body so that its exceptions (and Ctrl-C) propagate.
+
+        ``shell.run_cell`` would report a failing body as success and fire
+        cell events twice; compiling through the shell keeps magics in the
+        body working and tracebacks showing its source.
+        """
+        code = self.shell.transform_cell(cell)
+        filename = self.shell.compile.cache(code)
+        exec(self.shell.compile(code, filename, "exec"), self.shell.user_ns)  # noqa: S102
+
+    def _start_live(self, recorder, args):
+        from IPython.display import display
+
+        from .widgets import LiveView
+
+        phase = None if args.phase == "all" else args.phase
+        live = LiveView(recorder, view="stack" if args.plot == "none" else args.plot,
+                        phase=phase, logy=args.logy)
+        recorder.add_listener(live)
+        display(live)
+        return live
+
+    def _show(self, report, args) -> None:
+        from ._display import KERNEL, context
+
+        if context() != KERNEL:
+            print(str(report))
+            return
+        from IPython.display import Image, display
+
+        display(report)
+        if args.plot != "none" and len(report.history):
+            display(Image(data=report.png(), format="png"))
+
+    def _display(self, obj) -> None:
+        from ._display import KERNEL, context
+
+        if context() == KERNEL:
+            from IPython.display import display
+
+            display(obj)
+        else:
+            print(str(obj))
+
+    @staticmethod
+    def _safely(action) -> None:
+        """Rendering must never break the user's cell: report a failure once."""
+        try:
+            action()
+        except Exception as exc:
+            warnings.warn(
+                f"loss_inspect could not render the breakdown ({type(exc).__name__}: "
+                f"{exc}); the records are kept in li.last().",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+
+def _unquote(text: str) -> str:
+    """``magic_arguments`` keeps quotes (``arg_split(posix=False)``); drop one pair."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    return text
+

@@ -1,0 +1,209 @@
+"""Live views of a recorder: `LiveView` (inside ``%%losses``) and `Dashboard`.
+
+Only core ipywidgets (``Image``, ``HTML``, ``VBox`` and plain controls), no
+custom JavaScript, so they render in JupyterLab, Notebook 7, VS Code and Colab.
+The figure is rendered to PNG and pushed into one persistent ``Image`` (no
+``clear_output`` flicker, no pyplot figures). Redraws run on the main thread
+right after a step function returns, throttled by wall clock: at least
+``min_interval`` seconds apart (4 per second at most) and spaced so that
+drawing takes at most ``max_overhead`` of the time (5 %); the final state is
+always drawn. Their text repr is constant, so frontend-less runs (nbval) stay
+deterministic.
+"""
+
+from __future__ import annotations
+
+import time
+from html import escape
+
+import ipywidgets as widgets
+
+from . import plotting
+from ._text import fmt_number
+
+__all__ = ["LiveView", "Dashboard"]
+
+
+class _Box(widgets.VBox):
+    """A VBox whose text/plain repr is a fixed label instead of its state."""
+
+    def __init__(self, children, label: str, **kwargs):
+        super().__init__(children, **kwargs)
+        self._label = label
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if isinstance(bundle, tuple):
+            bundle = bundle[0]
+        bundle = dict(bundle or {})
+        bundle["text/plain"] = self._label
+        return bundle
+
+    def __repr__(self) -> str:
+        return self._label
+
+
+class LiveView:
+    """A figure and a status line that follow a `Recorder` while it records.
+
+    Register it with ``recorder.add_listener(view)``; it redraws itself.
+
+    Args:
+        recorder: the `Recorder` to follow.
+        view, phase, logy, smoothing, hidden: passed to `plotting.plot_history`.
+        min_interval: smallest time between two redraws, in seconds.
+        max_overhead: largest share of wall time spent drawing.
+        clock: a monotonic clock (tests pass a fake one).
+    """
+
+    def __init__(self, recorder, *, view="stack", phase="train", logy=False,
+                 smoothing=0, hidden=(), min_interval=0.25, max_overhead=0.05,
+                 clock=time.monotonic):
+        self.recorder = recorder
+        self.options = dict(view=view, phase=phase, logy=logy, smoothing=smoothing,
+                            hidden=tuple(hidden))
+        self.min_interval = min_interval
+        self.max_overhead = max_overhead
+        self.renders = 0
+        self._clock = clock
+        self._interval = min_interval
+        self._last = float("-inf")
+        self._figure = None
+        self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
+        self.status = widgets.HTML(value=_status(recorder, "waiting for the first step"))
+        self.widget = _Box([self.status, self.image],
+                           label=f"LiveView(model={recorder._model_name!r})")
+
+    def __call__(self, recorder, final: bool) -> None:
+        self.update(final=final)
+
+    def update(self, final: bool = False) -> bool:
+        """Redraw if the throttle allows it (always when ``final``); True if drawn."""
+        now = self._clock()
+        if not final and now - self._last < self._interval:
+            return False
+        history = self.recorder.history
+        phase = self.options["phase"]
+        if phase not in (None, "all") and len(history.select(phase=phase)) == 0:
+            phase = "all"
+        self._figure = plotting.plot_history(
+            history, figure=self._figure, title=f"{self.recorder._model_name}",
+            **{**self.options, "phase": phase},
+        )
+        self.image.value = plotting.figure_to_png(self._figure)
+        self.status.value = _status(self.recorder, "done" if final else "training")
+        spent = self._clock() - now
+        # Space redraws so that drawing stays under max_overhead of wall time.
+        self._interval = max(self.min_interval, spent * (1 - self.max_overhead) / self.max_overhead)
+        self._last = self._clock()
+        self.renders += 1
+        return True
+
+    def close(self) -> None:
+        self.widget.close()
+        self._figure = None
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def __repr__(self) -> str:
+        return repr(self.widget)
+
+
+class Dashboard:
+    """A live breakdown widget for a model, with view controls.
+
+    Display it in one cell; it keeps updating while later cells train the
+    model. The controls (terms shown, log scale, smoothing, stacked / lines /
+    share) apply at once and between runs.
+
+    Args:
+        model_or_recorder: a Keras 3 model (a recorder is attached, and
+            detached again by `close`) or a `Recorder`.
+    """
+
+    def __init__(self, model_or_recorder, *, view="stack", logy=False, smoothing=0,
+                 min_interval=0.25):
+        from .recorder import Recorder, attach, recorder_for
+
+        if isinstance(model_or_recorder, Recorder):
+            self.recorder, self._owns = model_or_recorder, False
+        else:
+            existing = recorder_for(model_or_recorder)
+            self.recorder = existing or attach(model_or_recorder)
+            self._owns = existing is None
+        self.live = LiveView(self.recorder, view=view, phase="all", logy=logy,
+                             smoothing=smoothing, min_interval=min_interval)
+        self.view = widgets.ToggleButtons(options=list(plotting.VIEWS), value=view,
+                                          description="view")
+        self.logy = widgets.Checkbox(value=logy, description="log scale")
+        self.smoothing = widgets.IntSlider(value=smoothing, min=0, max=50,
+                                           description="smoothing")
+        self.terms = widgets.SelectMultiple(options=[], description="terms",
+                                            rows=6, layout=widgets.Layout(width="auto"))
+        for control in (self.view, self.logy, self.smoothing, self.terms):
+            control.observe(self._on_control, names="value")
+        controls = widgets.HBox([widgets.VBox([self.view, self.logy, self.smoothing]),
+                                 self.terms])
+        self.widget = _Box([controls, self.live.widget],
+                           label=f"Dashboard(model={self.recorder._model_name!r})")
+        self._syncing = False
+        self.recorder.add_listener(self._on_records)
+        if len(self.recorder.history):
+            self._sync_terms()
+            self.live.update(final=True)
+
+    def _on_records(self, recorder, final: bool) -> None:
+        self._sync_terms()
+        self.live.update(final=final)
+
+    def _sync_terms(self) -> None:
+        keys = self.recorder.history.keys()
+        if list(self.terms.options) == keys:
+            return
+        shown = set(self.terms.value) | (set(keys) - set(self.terms.options))
+        self._syncing = True
+        try:
+            self.terms.options = keys
+            self.terms.value = tuple(k for k in keys if k in shown)
+        finally:
+            self._syncing = False
+
+    def _on_control(self, change) -> None:
+        if self._syncing:
+            return
+        keys = list(self.terms.options)
+        self.live.options.update(
+            view=self.view.value, logy=self.logy.value, smoothing=self.smoothing.value,
+            hidden=tuple(k for k in keys if k not in self.terms.value),
+        )
+        self.live.update(final=True)
+
+    def close(self) -> None:
+        """Stop following the recorder (and detach it if the dashboard attached it)."""
+        self.recorder.remove_listener(self._on_records)
+        if self._owns:
+            self.recorder.detach()
+        self.live.close()
+        self.widget.close()
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def __repr__(self) -> str:
+        return repr(self.widget)
+
+
+def _status(recorder, state: str) -> str:
+    history = recorder.history
+    n = len(history)
+    if n == 0:
+        return f"<code>{escape(recorder._model_name)}</code>: {escape(state)}"
+    last = history["total"][-1]
+    epoch = int(history.epochs[-1])
+    where = f"step {int(history.steps[-1])}" + (f", epoch {epoch + 1}" if epoch >= 0 else "")
+    return (
+        f"<code>{escape(recorder._model_name)}</code>: {escape(state)} &middot; "
+        f"{escape(where)} &middot; {n} records &middot; last total "
+        f"<b>{escape(fmt_number(float(last)))}</b>"
+    )

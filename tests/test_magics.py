@@ -1,0 +1,219 @@
+"""``%%losses`` / ``%losses`` in a real IPython shell (no kernel: text output)."""
+
+from __future__ import annotations
+
+import keras
+import pytest
+from IPython.core.error import UsageError
+
+import loss_inspect as li
+import models
+
+FIT_CELL = "model.fit(x, y, batch_size=16, epochs=2, verbose=0)"
+
+
+@pytest.fixture(scope="module")
+def shell():
+    from IPython.testing.globalipapp import start_ipython
+
+    ip = start_ipython()
+    ip.run_line_magic("load_ext", "loss_inspect")
+    yield ip
+    ip.run_line_magic("unload_ext", "loss_inspect")
+
+
+@pytest.fixture
+def ip(shell):
+    x, y = models.data()
+    shell.user_ns.update(model=models.mlp(), x=x, y=y, models_list=[models.plain()])
+    yield shell
+    for name in ("rep", "snap", "boom"):
+        shell.user_ns.pop(name, None)
+
+
+def test_cell_magic_records_detaches_and_prints_table(ip, capsys):
+    ip.run_cell_magic("losses", "model -o rep", FIT_CELL)
+    out = capsys.readouterr().out
+    report = ip.user_ns["rep"]
+    assert "Loss breakdown (train records: 8)" in out and "add_loss:mlp/extra" in out
+    assert len(report.history) == 8 and li.last() is report
+    assert not report.recorder.attached and li.recorders() == []
+    assert "compute_loss" not in ip.user_ns["model"].__dict__
+    assert str(report).splitlines()[0] == "Loss breakdown (train records: 8)"
+
+
+def test_quiet_prints_nothing_and_options_apply(ip, capsys):
+    ip.run_cell_magic(
+        "losses", "model -q -o rep --every 2 --phase all --plot lines --logy", FIT_CELL
+    )
+    assert capsys.readouterr().out == ""
+    report = ip.user_ns["rep"]
+    assert list(report.history.steps) == [2, 4, 6, 8]
+    assert report.phase is None and report.view == "lines" and report.logy
+
+
+def test_model_expressions_are_resolved_in_the_namespace(ip):
+    ip.run_cell_magic("losses", "models_list[0] -q -o rep", FIT_CELL.replace("model.", "models_list[0]."))
+    assert ip.user_ns["rep"].model_name == "plain"
+
+
+def test_forward_passes_only_are_shown_as_call_records(ip, capsys):
+    ip.run_cell_magic("losses", "model -o rep", "model(x[:4])\nmodel(x[:4], training=True)")
+    report = ip.user_ns["rep"]
+    assert list(report.history.phases) == ["call", "call"] and report.phase is None
+    assert "Loss breakdown (all records: 2)" in capsys.readouterr().out
+
+
+def test_empty_and_comment_only_bodies(ip, capsys):
+    # IPython itself refuses an empty cell-magic body, with a clear message.
+    with pytest.raises(UsageError, match="cell body is empty"):
+        ip.run_cell_magic("losses", "model", "")
+    ip.run_cell_magic("losses", "model -o rep", "# nothing to see\n# NBVAL_IGNORE_OUTPUT")
+    assert len(ip.user_ns["rep"].history) == 0
+    assert "records: 0" in capsys.readouterr().out
+    assert li.recorders() == []
+
+
+def test_body_exception_propagates_detaches_and_keeps_records(ip):
+    body = FIT_CELL + "\nraise ValueError('boom in the body')"
+    with pytest.raises(ValueError, match="boom in the body"):
+        ip.run_cell_magic("losses", "model -o rep", body)
+    report = ip.user_ns["rep"]
+    assert li.last() is report and len(report.history) == 8
+    assert isinstance(report.error, ValueError) and li.recorders() == []
+
+
+def test_keyboard_interrupt_propagates_detaches_and_keeps_partial_history(ip):
+    class Interrupt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:
+                raise KeyboardInterrupt
+
+    ip.user_ns["Interrupt"] = Interrupt
+    body = "model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[Interrupt()])"
+    with pytest.raises(KeyboardInterrupt):
+        ip.run_cell_magic("losses", "model -o rep", body)
+    assert len(li.last().history) == 2 and li.recorders() == []
+    assert "compute_loss" not in ip.user_ns["model"].__dict__
+
+
+def test_nan_raise_stops_training_with_a_named_error(ip):
+    ip.user_ns["model"] = models.nan_model()
+    body = "model.fit(x * 0.01, y, batch_size=16, epochs=2, verbose=0)"
+    with pytest.raises(li.NonFiniteLossError, match=r"add_loss:nan/bad.*step 1"):
+        ip.run_cell_magic("losses", "model --nan raise -q", body)
+    assert len(li.last().history) == 1
+
+
+def test_nan_warn_is_the_default(ip):
+    ip.user_ns["model"] = models.nan_model()
+    body = "model.fit(x * 0.01, y, batch_size=16, epochs=1, verbose=0)"
+    with pytest.warns(RuntimeWarning, match="add_loss:nan/bad"):
+        ip.run_cell_magic("losses", "model -q", body)
+
+
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ("mdel", r"no variable named 'mdel'.*Did you mean: model"),
+        ("x", r"Expected a Keras 3 model.*numpy\.ndarray"),
+        ("model.layers[1]", r"Expected a Keras 3 model.*Dense.*layer, not a model"),
+        ("models_list[5]", r"could not evaluate 'models_list\[5\]': IndexError"),
+        ("$model", r"not expanded"),
+        ("{model}", r"not expanded"),
+        ("model --every abc", r"--every expects a positive integer; got 'abc'"),
+        ("model --every 0", r"--every expects a positive integer; got 0"),
+        ("model --every -1", r"--every expects a positive integer; got -1"),
+        ("model --ev 2", r"unrecognized arguments: --ev 2"),
+        ("model --plot pie", r"invalid choice: 'pie'"),
+        ("model --nan stop", r"invalid choice: 'stop'"),
+        ('model -o "unclosed', r"cannot parse.*No closing quotation"),
+        ("model -o 1abc", r"-o expects a variable name; got '1abc'"),
+        ("model --frobnicate", r"unrecognized arguments: --frobnicate"),
+        ("", r"needs a MODEL"),
+        ("model --on x", r"--on is for the line magic"),
+    ],
+)
+def test_bad_cell_magic_input_is_a_usage_error(ip, line, message):
+    with pytest.raises(UsageError, match=message):
+        ip.run_cell_magic("losses", line, FIT_CELL)
+    assert li.recorders() == []
+
+
+def test_quoted_and_unicode_arguments(ip):
+    ip.run_cell_magic("losses", '"model" -q -o "rep"', "pass")
+    assert ip.user_ns["rep"].model_name == "mlp"
+    ip.user_ns["mödel"] = ip.user_ns["model"]
+    ip.run_cell_magic("losses", "mödel -q -o rep", "pass")
+    assert ip.user_ns["rep"].model_name == "mlp"
+
+
+def test_help_is_available(ip, capsys):
+    ip.run_line_magic("losses", "-h")
+    out = capsys.readouterr().out
+    assert "%losses [-o NAME] [-q] [--every N]" in out and "--nan" in out
+
+
+def test_line_magic_shows_model_losses(ip, capsys):
+    ip.run_line_magic("losses", "model --on x[:4] -o snap")
+    out = capsys.readouterr().out
+    assert "model.losses of 'mlp' (4 terms)" in out
+    snap = ip.user_ns["snap"]
+    assert snap.readable and snap.keys()[0] == "activity:mlp/hidden"
+
+
+def test_line_magic_without_model_lists_recorders(ip, capsys):
+    ip.run_line_magic("losses", "")
+    assert "No loss_inspect recorder is attached." in capsys.readouterr().out
+    with li.attach(ip.user_ns["model"]):
+        ip.run_line_magic("losses", "")
+        assert "Recorder model='mlp' attached" in capsys.readouterr().out
+
+
+def test_a_recorder_attached_by_hand_stays_attached(ip):
+    model = ip.user_ns["model"]
+    with li.attach(model) as rec:
+        ip.run_cell_magic("losses", "model -q -o rep", FIT_CELL)
+        assert rec.attached and len(rec.history) == 8
+        ip.run_cell_magic("losses", "model -q -o rep", FIT_CELL)
+        assert len(ip.user_ns["rep"].history) == 8  # only this cell's records
+
+
+def test_render_failure_is_reported_once_and_records_kept(ip, monkeypatch, capsys):
+    from loss_inspect import report as report_module
+
+    def broken(self):
+        raise RuntimeError("renderer exploded")
+
+    monkeypatch.setattr(report_module.LossReport, "__str__", broken)
+    with pytest.warns(RuntimeWarning, match="renderer exploded") as caught:
+        ip.run_cell_magic("losses", "model -o rep", FIT_CELL)
+    assert len(caught) == 1 and len(ip.user_ns["rep"].history) == 8
+
+
+def test_no_pyplot_figures_leak(ip):
+    import matplotlib.pyplot as plt
+
+    ip.run_cell_magic("losses", "model -q -o rep", FIT_CELL)
+    for view in ("stack", "lines", "share"):
+        ip.user_ns["rep"].png(view=view)
+    assert plt.get_fignums() == []
+
+
+def test_load_reload_unload_leave_exactly_one_magic(shell):
+    magics = shell.magics_manager.magics
+    shell.run_line_magic("load_ext", "loss_inspect")  # second load: no-op
+    shell.run_line_magic("reload_ext", "loss_inspect")
+    shell.run_line_magic("reload_ext", "loss_inspect")
+    assert "losses" in magics["cell"] and "losses" in magics["line"]
+    owner = magics["cell"]["losses"].__self__
+    assert magics["line"]["losses"].__self__ is owner
+    model = models.plain()
+    shell.user_ns["model"] = model
+    # a recorder the magics attached is detached by unload
+    owner._owned.append(li.attach(model))
+    shell.run_line_magic("unload_ext", "loss_inspect")
+    assert "losses" not in magics["cell"] and "losses" not in magics["line"]
+    assert li.recorders() == [] and "compute_loss" not in model.__dict__
+    shell.run_line_magic("load_ext", "loss_inspect")
+    assert "losses" in magics["cell"]

@@ -1,0 +1,169 @@
+"""``%%losses`` in a real Jupyter kernel: outputs, live widget, errors, Ctrl-C.
+
+nbclient executes notebooks as a frontend would (without a widget renderer);
+the interrupt test talks to the kernel through jupyter_client directly.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+pytestmark = pytest.mark.slow
+
+SETUP = """\
+import os, sys
+sys.path.insert(0, {tests!r})
+%load_ext loss_inspect
+import loss_inspect as li, models
+x, y = models.data()
+model = models.mlp()
+"""
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def _run(cells, env=None, allow_errors=False):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    saved = dict(os.environ)
+    os.environ.update(env or {})
+    try:
+        NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=allow_errors).execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return nb
+
+
+def _setup():
+    return SETUP.format(tests=os.path.dirname(__file__))
+
+
+def _texts(cell):
+    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+
+
+def test_cell_outputs_live_widget_then_one_table_and_one_figure():
+    nb = _run([
+        _setup(),
+        "%%losses model -o rep\nmodel.fit(x, y, batch_size=16, epochs=2, verbose=0)",
+        "import matplotlib.pyplot as plt\n"
+        "print(len(rep.history), li.recorders(), plt.get_fignums())",
+    ])
+    outputs = nb.cells[1].outputs
+    kinds = [sorted(o.get("data", {})) for o in outputs]
+    assert [o.output_type for o in outputs] == ["display_data"] * 3, outputs
+    assert WIDGET_MIME in kinds[0]
+    assert outputs[0]["data"]["text/plain"] == "LiveView(model='mlp')"
+    assert kinds[1] == ["text/html", "text/plain"]
+    assert outputs[1]["data"]["text/plain"].startswith("Loss breakdown (train records: 8)")
+    assert "<table" in outputs[1]["data"]["text/html"]
+    assert "image/png" in kinds[2] and len(outputs[2]["data"]["image/png"]) > 1000
+    assert _texts(nb.cells[2]).strip() == "8 [] []"
+
+
+def test_without_widgets_the_output_is_the_static_table_and_figure():
+    nb = _run(
+        [_setup(), "%%losses model\nmodel.fit(x, y, batch_size=16, epochs=1, verbose=0)"],
+        env={"LOSS_INSPECT_LIVE": "0"},
+    )
+    outputs = nb.cells[1].outputs
+    assert len(outputs) == 2
+    assert outputs[0]["data"]["text/plain"].startswith("Loss breakdown (train records: 4)")
+    assert "image/png" in outputs[1]["data"]
+    assert not any(o.output_type == "stream" and o.name == "stderr" for o in outputs)
+
+
+def test_body_error_fails_the_cell_and_keeps_the_records():
+    with pytest.raises(CellExecutionError, match="boom in the body"):
+        _run([_setup(), "%%losses model -o rep\n"
+              "model.fit(x, y, batch_size=16, epochs=1, verbose=0)\nraise ValueError('boom in the body')"])
+    nb = _run(
+        [_setup(),
+         "%%losses model -o rep\nmodel.fit(x, y, batch_size=16, epochs=1, verbose=0)\n"
+         "raise ValueError('boom in the body')",
+         "print(len(rep.history), len(li.last().history), li.recorders())"],
+        allow_errors=True,
+    )
+    assert nb.cells[1].outputs[-1].output_type == "error"
+    assert _texts(nb.cells[2]).strip() == "4 4 []"
+
+
+def test_usage_error_is_an_error_for_nbclient():
+    with pytest.raises(CellExecutionError, match="no variable named 'mdl'"):
+        _run([_setup(), "%%losses mdl\npass"])
+
+
+def test_dashboard_keeps_updating_while_later_cells_train():
+    nb = _run([
+        _setup(),
+        "dash = li.Dashboard(model)\ndash",
+        "model.fit(x, y, batch_size=16, epochs=2, verbose=0)",
+        "model.fit(x, y, batch_size=16, epochs=1, verbose=0)",
+        "dash.view.value = 'share'; dash.logy.value = True\n"
+        "print(dash.live.renders >= 3, len(dash.recorder.history), dash.live.options['view'])\n"
+        "dash.close(); print(li.recorders())",
+    ])
+    first = nb.cells[1].outputs[0]["data"]
+    assert WIDGET_MIME in first and first["text/plain"] == "Dashboard(model='mlp')"
+    assert _texts(nb.cells[4]).split("\n")[:2] == ["True 12 share", "[]"]
+
+
+def test_interrupt_during_fit_propagates_detaches_and_skips_queued_cells():
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3")
+    try:
+        def execute(code, timeout=120):
+            msg_id = kc.execute(code)
+            return msg_id
+
+        def reply(msg_id, timeout=300):
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                try:
+                    msg = kc.get_shell_msg(timeout=1)
+                except queue.Empty:
+                    continue
+                if msg["parent_header"].get("msg_id") == msg_id:
+                    return msg["content"]
+            raise TimeoutError(msg_id)
+
+        assert reply(execute(_setup()))["status"] == "ok"
+        long_fit = (
+            "%%losses model -o rep\n"
+            "import numpy as np\n"
+            "xb, yb = np.tile(x, (500, 1)), np.tile(y, (500, 1))\n"
+            "model.fit(xb, yb, batch_size=16, epochs=50, verbose=0)"
+        )
+        fit_id = execute(long_fit)
+        queued_id = execute("ran_after = True")
+        time.sleep(8)
+        km.interrupt_kernel()
+        fit_reply = reply(fit_id)
+        assert fit_reply["status"] == "error" and fit_reply["ename"] == "KeyboardInterrupt"
+        assert reply(queued_id)["status"] == "aborted"
+        check = execute(
+            "print('ran_after' in globals(), len(li.last().history) > 0, li.recorders(),"
+            " 'compute_loss' in model.__dict__)"
+        )
+        assert reply(check)["status"] == "ok"
+        lines = []
+        while True:
+            msg = kc.get_iopub_msg(timeout=10)
+            if msg["parent_header"].get("msg_id") == check and msg["msg_type"] == "stream":
+                lines.append(msg["content"]["text"])
+            if (msg["parent_header"].get("msg_id") == check and msg["msg_type"] == "status"
+                    and msg["content"]["execution_state"] == "idle"):
+                break
+        assert "".join(lines).strip() == "False True [] False"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

@@ -1,0 +1,430 @@
+"""Behaviour of `loss_inspect.plotting`: the data behind the plot, not pixels.
+
+Histories are built directly with `_add_term` / `_append`, as in
+test_history.py. Plots are checked through `plotted_series` and the artists
+on the axes (jupyter-notes #41: compare the data behind a plot, not images).
+"""
+
+import io
+import subprocess
+import sys
+import time
+
+import matplotlib
+import matplotlib.image
+import numpy as np
+import pytest
+
+from loss_inspect.history import PHASES, LossHistory, Term
+from loss_inspect.plotting import VIEWS, figure_to_png, plot_history, plotted_series
+
+TRAIN, EVAL, CALL = (PHASES.index(p) for p in ("train", "eval", "call"))
+
+
+def append(h, phase, cols, values, *, steps=None, epochs=None, totals=None):
+    """Append len(values) records to ``h``; totals default to the row sums."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1, len(cols))
+    k = values.shape[0]
+    start = len(h)
+    steps = np.arange(start + 1, start + k + 1) if steps is None else np.asarray(steps)
+    epochs = np.zeros(k, np.int64) if epochs is None else np.asarray(epochs)
+    totals = values.sum(axis=1) if totals is None else np.asarray(totals, float)
+    h._append(phase, steps, epochs, np.full(k, 16.0), totals,
+              np.asarray(cols, dtype=np.intp), values)
+
+
+def add_terms(h, n):
+    return [h._add_term(Term(f"add_loss:m/l{i}", "add_loss", layer=f"m/l{i}"))
+            for i in range(n)]
+
+
+def two_terms():
+    """compiled + add_loss:m/kl: 4 train records, the kl absent from one."""
+    h = LossHistory()
+    c = h._add_term(Term("compiled", "compiled"))
+    a = h._add_term(Term("add_loss:m/kl", "add_loss", layer="m/kl"))
+    append(h, TRAIN, [c, a], [[1.0, 2.0], [2.0, 3.0], [3.0, 4.0]], steps=[1, 2, 3])
+    append(h, TRAIN, [c], [[5.0]], steps=[4])
+    append(h, EVAL, [c, a], [[10.0, 20.0], [30.0, 40.0]], steps=[4, 4])
+    return h
+
+
+def many_terms(n_terms=30, n_records=50, seed=0):
+    h = LossHistory()
+    cols = add_terms(h, n_terms)
+    rng = np.random.default_rng(seed)
+    scale = np.arange(n_terms) + 1.0  # term i is about i + 1: a clear ranking
+    append(h, TRAIN, cols, scale * (1.0 + 0.1 * rng.random((n_records, n_terms))))
+    return h
+
+
+def legend_labels(fig):
+    legend = fig.axes[0].get_legend()
+    return [] if legend is None else [t.get_text() for t in legend.get_texts()]
+
+
+# ---------------------------------------------------------------- data per view
+
+
+def test_stack_draws_term_values_absent_as_zero_and_the_total():
+    h = two_terms()
+    fig = plot_history(h, view="stack")
+    s = plotted_series(fig)
+    assert list(s) == ["compiled", "add_loss:m/kl", "total"]
+    for label in s:
+        np.testing.assert_array_equal(s[label][0], [1, 2, 3, 4])  # train only
+    np.testing.assert_array_equal(s["compiled"][1], [1, 2, 3, 5])
+    np.testing.assert_array_equal(s["add_loss:m/kl"][1], [2, 3, 4, 0])
+    np.testing.assert_array_equal(s["total"][1], [3, 5, 7, 5])
+    assert len(fig.axes[0].collections) == 2  # one stacked band per term
+
+
+def test_lines_draw_absent_values_as_gaps():
+    s = plotted_series(plot_history(two_terms(), view="lines"))
+    np.testing.assert_array_equal(s["add_loss:m/kl"][1], [2, 3, 4, np.nan])
+    np.testing.assert_array_equal(s["compiled"][1], [1, 2, 3, 5])
+    np.testing.assert_array_equal(s["total"][1], [3, 5, 7, 5])
+
+
+def test_share_is_percent_of_total_and_total_zero_is_a_gap():
+    h = LossHistory()
+    a, b = add_terms(h, 2)
+    append(h, TRAIN, [a, b], [[1.0, 3.0], [2.0, 2.0], [0.0, 0.0], [1.0, -1.0]])
+    fig = plot_history(h, view="share")
+    s = plotted_series(fig)
+    np.testing.assert_allclose(s["add_loss:m/l0"][1], [25, 50, np.nan, np.nan])
+    np.testing.assert_allclose(s["add_loss:m/l1"][1], [75, 50, np.nan, np.nan])
+    assert "total" not in s
+    ax = fig.axes[0]
+    assert ax.get_ylim() == (0, 100)
+    assert ax.get_ylabel() == "share of total (%)"
+
+
+def test_share_is_relative_to_the_recorded_total_not_the_shown_terms():
+    h = LossHistory()
+    a, b = add_terms(h, 2)
+    append(h, TRAIN, [a, b], [[1.0, 3.0]])
+    s = plotted_series(plot_history(h, view="share", hidden=["add_loss:m/l1"]))
+    np.testing.assert_allclose(s["add_loss:m/l0"][1], [25])
+
+
+def test_smoothing_is_a_trailing_moving_average_of_the_same_length():
+    h = LossHistory()
+    (a,) = add_terms(h, 1)
+    raw = np.array([1.0, 3.0, 2.0, 6.0, 4.0, 8.0])
+    append(h, TRAIN, [a], raw[:, None])
+    k = 3
+    expected = [raw[max(0, i - k + 1): i + 1].mean() for i in range(len(raw))]
+    for view in ("stack", "lines"):
+        s = plotted_series(plot_history(h, view=view, smoothing=k))
+        np.testing.assert_allclose(s["add_loss:m/l0"][1], expected)
+        np.testing.assert_allclose(s["total"][1], expected)
+
+
+@pytest.mark.parametrize("smoothing", [0, 1])
+def test_smoothing_zero_or_one_draws_raw_values(smoothing):
+    h = many_terms(3, 10)
+    s = plotted_series(plot_history(h, smoothing=smoothing))
+    np.testing.assert_array_equal(s["total"][1], h["total"])
+
+
+def test_share_with_smoothing_is_share_of_the_smoothed_values():
+    h = LossHistory()
+    a, b = add_terms(h, 2)
+    append(h, TRAIN, [a, b], [[1.0, 1.0], [3.0, 1.0]])
+    s = plotted_series(plot_history(h, view="share", smoothing=2))
+    np.testing.assert_allclose(s["add_loss:m/l0"][1], [50, 100 * 2 / 3])
+
+
+# ---------------------------------------------------------------- terms shown
+
+
+def test_thirty_terms_keep_the_largest_and_sum_the_rest_into_other():
+    h = many_terms(30)
+    fig = plot_history(h, view="stack")
+    s = plotted_series(fig)
+    kept = [f"add_loss:m/l{i}" for i in range(23, 30)]
+    assert list(s) == kept + ["other (23 terms)", "total"]
+    rest = sum(h[f"add_loss:m/l{i}"] for i in range(23))
+    np.testing.assert_allclose(s["other (23 terms)"][1], rest)
+    shown = sum(s[label][1] for label in kept + ["other (23 terms)"])
+    np.testing.assert_allclose(shown, h["total"])
+    assert "other (23 terms)" in legend_labels(fig)
+
+
+def test_max_terms_is_the_number_of_series_including_other():
+    h = many_terms(5)
+    assert len(plotted_series(plot_history(h, max_terms=5))) == 5 + 1
+    s = plotted_series(plot_history(h, max_terms=4, view="lines"))
+    assert list(s)[-2:] == ["other (2 terms)", "total"]
+    assert len(s) == 4 + 1
+
+
+def test_hidden_terms_are_not_drawn():
+    h = two_terms()
+    for view in VIEWS:
+        fig = plot_history(h, view=view, hidden=["add_loss:m/kl", "not-a-term"])
+        assert "add_loss:m/kl" not in plotted_series(fig)
+        assert "add_loss:m/kl" not in legend_labels(fig)
+        assert "compiled" in plotted_series(fig)
+
+
+def test_thirty_term_legend_sits_right_of_the_axes_inside_the_figure():
+    for kwargs in ({}, {"view": "lines", "max_terms": 30}):
+        fig = plot_history(many_terms(30), **kwargs)
+        figure_to_png(fig)  # lays out and draws
+        renderer = fig.canvas.get_renderer()
+        ax_box = fig.axes[0].get_window_extent(renderer)
+        legend_box = fig.axes[0].get_legend().get_window_extent(renderer)
+        fig_box = fig.bbox
+        assert legend_box.x0 >= ax_box.x1
+        assert legend_box.x1 <= fig_box.x1 + 1 and legend_box.y0 >= fig_box.y0 - 1
+        assert ax_box.width > 0.4 * fig_box.width  # the data keeps its room
+
+
+# ---------------------------------------------------------------- markers
+
+
+def test_epoch_lines_at_the_first_step_of_each_new_epoch():
+    h = LossHistory()
+    (a,) = add_terms(h, 1)
+    append(h, TRAIN, [a], np.ones((7, 1)), steps=[1, 2, 3, 4, 5, 6, 7],
+           epochs=[0, 0, 1, 1, 2, 2, -1])
+    fig = plot_history(h)
+    (epochs,) = [c for c in fig.axes[0].collections if c.get_label() == "_epochs"]
+    xs = sorted({float(seg[0][0]) for seg in epochs.get_segments()})
+    assert xs == [3.0, 5.0]  # no line where records leave fit (epoch -1)
+    assert all(not label.startswith("_") for label in legend_labels(fig))
+
+
+def test_one_epoch_draws_no_epoch_line():
+    fig = plot_history(many_terms(2, 5))
+    assert not [c for c in fig.axes[0].collections if c.get_label() == "_epochs"]
+
+
+def test_non_finite_values_are_masked_and_the_first_one_marked():
+    h = LossHistory()
+    a, b = add_terms(h, 2)
+    values = np.ones((6, 2))
+    values[2, 1] = np.nan
+    values[4, 0] = np.inf
+    append(h, TRAIN, [a, b], values, steps=[10, 20, 30, 40, 50, 60])
+    for view in VIEWS:
+        fig = plot_history(h, view=view, logy=True, smoothing=2)
+        marks = [ln for ln in fig.axes[0].lines if ln.get_label() == "non-finite"]
+        assert len(marks) == 1 and list(marks[0].get_xdata()) == [30, 30]
+        assert marks[0].get_color() == "red"
+        s = plotted_series(fig)
+        assert np.isnan(s["add_loss:m/l1"][1][2]) and np.isnan(s["add_loss:m/l0"][1][4])
+        # A share needs the total, which a non-finite term makes non-finite.
+        clean = [0, 1, 3, 5] if view == "share" else [0, 1, 2, 3, 5]
+        assert np.isfinite(s["add_loss:m/l0"][1][clean]).all()
+        assert figure_to_png(fig).startswith(b"\x89PNG")
+
+
+def test_finite_history_has_no_non_finite_marker():
+    fig = plot_history(two_terms(), phase="all")
+    assert "non-finite" not in legend_labels(fig)
+
+
+def test_logy_sets_a_log_scale_and_masks_non_positive_values():
+    h = LossHistory()
+    a, b = add_terms(h, 2)
+    append(h, TRAIN, [a, b], [[1.0, 0.0], [2.0, -1.0], [3.0, 2.0]])
+    fig = plot_history(h, view="lines", logy=True)
+    assert fig.axes[0].get_yscale() == "log"
+    np.testing.assert_array_equal(plotted_series(fig)["add_loss:m/l1"][1], [np.nan, np.nan, 2])
+    assert plot_history(h, view="stack", logy=True).axes[0].get_yscale() == "log"
+    assert plot_history(h, view="lines").axes[0].get_yscale() == "linear"
+
+
+def test_logy_is_ignored_for_share():
+    fig = plot_history(two_terms(), view="share", logy=True)
+    assert fig.axes[0].get_yscale() == "linear"
+
+
+# ---------------------------------------------------------------- phases
+
+
+def test_phase_all_draws_train_records_and_eval_totals_as_markers():
+    fig = plot_history(two_terms(), phase="all")
+    s = plotted_series(fig)
+    np.testing.assert_array_equal(s["total"][0], [1, 2, 3, 4])
+    np.testing.assert_array_equal(s["eval total"][0], [4, 4])
+    np.testing.assert_array_equal(s["eval total"][1], [30, 70])
+    (marker,) = [ln for ln in fig.axes[0].lines if ln.get_label() == "eval total"]
+    assert marker.get_linestyle() == "None" and marker.get_marker() == "o"
+    assert fig.axes[0].get_title() == "Loss breakdown (all)"
+
+
+def test_phase_none_means_all():
+    s = plotted_series(plot_history(two_terms(), phase=None))
+    assert "eval total" in s
+
+
+def test_phase_eval_draws_eval_records_only():
+    s = plotted_series(plot_history(two_terms(), phase="eval", view="lines"))
+    np.testing.assert_array_equal(s["total"][1], [30, 70])
+    assert "eval total" not in s
+
+
+def test_phase_all_without_train_records_draws_call_records():
+    h = LossHistory()
+    (a,) = add_terms(h, 1)
+    append(h, CALL, [a], [[2.0], [3.0]], steps=[0, 0])
+    s = plotted_series(plot_history(h, phase="all"))
+    np.testing.assert_array_equal(s["total"][1], [2, 3])
+
+
+def test_title_and_axis_labels():
+    fig = plot_history(two_terms(), phase="eval")
+    ax = fig.axes[0]
+    assert (ax.get_title(), ax.get_xlabel(), ax.get_ylabel()) == (
+        "Loss breakdown (eval)", "step", "loss")
+    assert plot_history(two_terms(), title="KL").axes[0].get_title() == "KL"
+
+
+# ---------------------------------------------------------------- figures
+
+
+def test_a_given_figure_is_cleared_and_reused():
+    fig = plot_history(many_terms(30))
+    old_axes = fig.axes[0]
+    again = plot_history(two_terms(), figure=fig, view="lines")
+    assert again is fig
+    assert fig.axes == [again.axes[0]] and fig.axes[0] is not old_axes
+    assert set(plotted_series(fig)) == {"compiled", "add_loss:m/kl", "total"}
+    assert set(legend_labels(fig)) == {"compiled", "add_loss:m/kl", "total"}
+
+
+def test_a_user_figure_can_be_drawn_into():
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4, 3))
+    assert plot_history(two_terms(), figure=fig) is fig
+    assert "total" in plotted_series(fig)
+    assert figure_to_png(fig).startswith(b"\x89PNG")
+
+
+def test_no_pyplot_figure_is_left_open_after_200_plots():
+    plt = pytest.importorskip("matplotlib.pyplot")
+    plt.close("all")
+    h = two_terms()
+    reused = plot_history(h)
+    for i in range(200):
+        fig = plot_history(h, view=VIEWS[i % 3], phase="all")
+        plot_history(h, figure=reused)
+        if i % 20 == 0:
+            figure_to_png(fig)
+    assert plt.get_fignums() == []
+
+
+def test_importing_and_plotting_does_not_import_pyplot_or_keras():
+    code = (
+        "import sys\n"
+        "from loss_inspect.history import LossHistory\n"
+        "from loss_inspect.plotting import plot_history, figure_to_png\n"
+        "figure_to_png(plot_history(LossHistory()))\n"
+        "print([m for m in ('matplotlib.pyplot', 'keras', 'IPython') if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("dpi", [100, 50])
+def test_png_is_valid_and_sized_figsize_times_dpi(dpi):
+    fig = plot_history(two_terms())
+    png = figure_to_png(fig, dpi=dpi)
+    assert png.startswith(b"\x89PNG")
+    image = matplotlib.image.imread(io.BytesIO(png), format="png")
+    width, height = fig.get_size_inches() * dpi
+    assert image.shape[:2] == (round(height), round(width))
+    assert 7 <= fig.get_size_inches()[0] <= 8 and 3.5 <= fig.get_size_inches()[1] <= 4
+
+
+def test_png_size_ignores_a_tight_savefig_bbox_rcparam():
+    fig = plot_history(two_terms())
+    with matplotlib.rc_context({"savefig.bbox": "tight"}):
+        png = figure_to_png(fig, dpi=100)
+        assert matplotlib.rcParams["savefig.bbox"] == "tight"
+    image = matplotlib.image.imread(io.BytesIO(png), format="png")
+    assert image.shape[:2] == (380, 750)
+
+
+@pytest.mark.parametrize("view", VIEWS)
+@pytest.mark.parametrize("history", [LossHistory(), LossHistory([Term("compiled", "compiled")])])
+def test_empty_history_draws_an_empty_axes_with_a_note(view, history):
+    fig = plot_history(history, view=view, phase="all", logy=True)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.texts] == ["no records yet"]
+    assert plotted_series(fig) == {} and not ax.lines and not ax.collections
+    assert figure_to_png(fig).startswith(b"\x89PNG")
+
+
+def test_phase_without_records_draws_the_empty_note():
+    fig = plot_history(two_terms(), phase="call")
+    assert [t.get_text() for t in fig.axes[0].texts] == ["no records yet"]
+
+
+# ---------------------------------------------------------------- bad arguments
+
+
+@pytest.mark.parametrize(
+    "kwargs, bad",
+    [
+        ({"view": "area"}, "'area'"),
+        ({"view": "Stack"}, "'Stack'"),
+        ({"phase": "training"}, "'training'"),
+        ({"phase": "val"}, "'val'"),
+        ({"smoothing": -1}, "-1"),
+        ({"smoothing": 2.5}, "2.5"),
+        ({"max_terms": 0}, "0"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_the_value(kwargs, bad):
+    with pytest.raises(ValueError) as info:
+        plot_history(two_terms(), **kwargs)
+    message = str(info.value)
+    name = next(iter(kwargs))
+    assert f"{name}={bad}" in message
+    if name in ("view", "phase"):
+        assert "'stack'" in message or "'train'" in message  # the allowed values
+
+
+# ---------------------------------------------------------------- large histories
+
+
+def large_history(n_records=100_000, n_terms=16, spike_at=None):
+    h = LossHistory()
+    cols = add_terms(h, n_terms)
+    rng = np.random.default_rng(1)
+    values = rng.random((n_records, n_terms)) + 1.0
+    if spike_at is not None:
+        values[spike_at, 3] = 1000.0
+    append(h, TRAIN, cols, values, epochs=np.arange(n_records) // 10_000)
+    return h
+
+
+def test_render_time_of_a_100k_record_16_term_history(capsys):
+    h = large_history()
+    times = {}
+    for view in VIEWS:
+        start = time.perf_counter()
+        png = figure_to_png(plot_history(h, view=view, max_terms=16))
+        times[view] = time.perf_counter() - start
+        assert png.startswith(b"\x89PNG")
+    with capsys.disabled():
+        print("\nplot_history + figure_to_png, 100,000 records x 16 terms: "
+              + ", ".join(f"{v} {t:.2f} s" for v, t in times.items()))
+
+
+@pytest.mark.parametrize("view", ["stack", "lines"])
+def test_a_one_record_spike_survives_decimation(view):
+    h = large_history(spike_at=54_321)
+    s = plotted_series(plot_history(h, view=view, max_terms=16))
+    x, y = s["add_loss:m/l3"]
+    assert len(x) <= 2_100  # decimated for drawing
+    assert y.max() == 1000.0 and x[np.argmax(y)] == h.steps[54_321]
+    assert s["total"][1].max() == h["total"].max()
+    assert s["total"][0][0] == 1 and s["total"][0][-1] == 100_000  # full range
