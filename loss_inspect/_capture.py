@@ -111,6 +111,23 @@ class DecodedRow:
     values: np.ndarray
 
 
+def to_numpy(value) -> np.ndarray:
+    """A numpy copy of a tensor or Keras variable, without Keras's generic path.
+
+    ``keras.ops.convert_to_numpy`` goes through ``np.array(x)``, which on
+    TF variables and torch tensors raises a NumPy 2 DeprecationWarning per
+    call (their ``__array__`` has no ``copy`` argument): on the per-step path
+    that is both noise and time.
+    """
+    if isinstance(value, keras.Variable):
+        value = value.value
+    if hasattr(value, "detach"):  # torch
+        return value.detach().cpu().numpy()
+    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):  # TF
+        return np.asarray(value.numpy())
+    return np.asarray(value)  # JAX arrays, numpy, Python numbers
+
+
 def pack_row(layout_id: int, batch, total, values, dtype):
     """Stack header and values into one 1-D tensor, cut off from autograd."""
     parts = [

@@ -224,7 +224,7 @@ class Recorder:
             self._listeners.append(listener)
 
     def remove_listener(self, listener) -> None:
-        self._listeners = [fn for fn in self._listeners if fn is not listener]
+        self._listeners = [fn for fn in self._listeners if fn != listener]  # bound methods: ==
 
     def _notify(self, final: bool = False) -> None:
         if not final and len(self._history) == self._notified_records:
@@ -602,7 +602,7 @@ class Recorder:
             stacked = ops.stack(
                 [ops.sum(ops.cast(ops.stop_gradient(t), self._dtype)) for t in losses]
             )
-            values = np.asarray(ops.convert_to_numpy(stacked), dtype=np.float64)
+            values = _capture.to_numpy(stacked).astype(np.float64)
         else:
             values = np.zeros(0)
         total = float(np.sum(values)) if len(values) else 0.0
@@ -618,10 +618,10 @@ class Recorder:
             rows = np.asarray(metrics[jax_index[0]])
             cursor = int(metrics[jax_index[1]])
         else:
-            cursor = int(ops.convert_to_numpy(state.cursor.value))
+            cursor = int(_capture.to_numpy(state.cursor))
             if cursor == self._cursor_seen:
                 return
-            rows = np.asarray(ops.convert_to_numpy(state.values.value))
+            rows = _capture.to_numpy(state.values)
         new = cursor - self._cursor_seen
         if new <= 0:
             return
@@ -647,7 +647,7 @@ class Recorder:
         pending, self._eager_rows = self._eager_rows, []
         layouts = self._layouts.layouts
         decoded = [
-            _capture.decode(np.asarray(ops.convert_to_numpy(row)), layouts) for row in pending
+            _capture.decode(_capture.to_numpy(row), layouts) for row in pending
         ]
         self._append_decoded(decoded)
 
@@ -764,7 +764,7 @@ def _optimizer_iterations(model) -> int:
     optimizer = getattr(model, "optimizer", None)
     if optimizer is None or not getattr(optimizer, "built", False):
         return 0
-    return int(ops.convert_to_numpy(optimizer.iterations))
+    return int(_capture.to_numpy(optimizer.iterations))
 
 
 def _compile_token(model) -> tuple:

@@ -162,7 +162,6 @@ def _registry_from_layers(tree) -> LossRegistry:
 
 
 def _value(tensor) -> float:
-    from keras import ops
+    from ._capture import to_numpy
 
-    array = np.asarray(ops.convert_to_numpy(ops.stop_gradient(tensor)), dtype=np.float64)
-    return float(np.sum(array))
+    return float(np.sum(to_numpy(tensor).astype(np.float64)))

@@ -67,7 +67,8 @@ class LiveView:
         self.renders = 0
         self._clock = clock
         self._interval = min_interval
-        self._last = float("-inf")
+        self._last = clock()  # first redraw after min_interval, not on step 1
+        self._drawn_records = -1
         self._figure = None
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
         self.status = widgets.HTML(value=_status(recorder, "waiting for the first step"))
@@ -77,12 +78,17 @@ class LiveView:
     def __call__(self, recorder, final: bool) -> None:
         self.update(final=final)
 
-    def update(self, final: bool = False) -> bool:
-        """Redraw if the throttle allows it (always when ``final``); True if drawn."""
+    def update(self, final: bool = False, force: bool = False) -> bool:
+        """Redraw if the throttle allows it (always when ``final``); True if drawn.
+
+        ``force`` redraws even when nothing new was recorded (a control changed).
+        """
         now = self._clock()
         if not final and now - self._last < self._interval:
             return False
         history = self.recorder.history
+        if final and not force and len(history) == self._drawn_records and self.renders:
+            return False  # the final state is already on screen
         phase = self.options["phase"]
         if phase not in (None, "all") and len(history.select(phase=phase)) == 0:
             phase = "all"
@@ -96,6 +102,7 @@ class LiveView:
         # Space redraws so that drawing stays under max_overhead of wall time.
         self._interval = max(self.min_interval, spent * (1 - self.max_overhead) / self.max_overhead)
         self._last = self._clock()
+        self._drawn_records = len(history)
         self.renders += 1
         return True
 
@@ -151,7 +158,7 @@ class Dashboard:
         self.recorder.add_listener(self._on_records)
         if len(self.recorder.history):
             self._sync_terms()
-            self.live.update(final=True)
+            self.live.update(final=True, force=True)
 
     def _on_records(self, recorder, final: bool) -> None:
         self._sync_terms()
@@ -177,7 +184,7 @@ class Dashboard:
             view=self.view.value, logy=self.logy.value, smoothing=self.smoothing.value,
             hidden=tuple(k for k in keys if k not in self.terms.value),
         )
-        self.live.update(final=True)
+        self.live.update(final=True, force=True)
 
     def close(self) -> None:
         """Stop following the recorder (and detach it if the dashboard attached it)."""

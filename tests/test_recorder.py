@@ -584,3 +584,24 @@ def test_failing_listener_warns_once_is_removed_and_training_goes_on():
             model.fit(x, y, **FIT)
     assert sum("renderer exploded" in str(w.message) for w in caught) == 1
     assert rec._listeners == [] and len(rec.history) == 8
+
+
+def test_recording_adds_no_warnings_to_a_plain_fit():
+    """The per-step read-back must not trip NumPy 2's __array__ deprecation."""
+    x, y = models.data()
+
+    def warnings_of(attach):
+        model = models.mlp()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if attach:
+                with li.attach(model):
+                    model.fit(x, y, **FIT)
+                    model(x[:4])
+                    li.snapshot(model)
+            else:
+                model.fit(x, y, **FIT)
+                model(x[:4])
+        return {str(w.message) for w in caught}
+
+    assert warnings_of(True) - warnings_of(False) == set()
