@@ -139,15 +139,26 @@ def test_interrupt_during_fit_propagates_detaches_and_skips_queued_cells():
         assert reply(execute(_setup()))["status"] == "ok"
         long_fit = (
             "%%losses model -o rep\n"
-            "import numpy as np\n"
+            "import numpy as np, keras\n"
             "xb, yb = np.tile(x, (500, 1)), np.tile(y, (500, 1))\n"
-            "model.fit(xb, yb, batch_size=16, epochs=50, verbose=0)"
+            "started = keras.callbacks.LambdaCallback(\n"
+            "    on_train_batch_end=lambda b, logs: b == 20 and print('TRAINING', flush=True))\n"
+            "model.fit(xb, yb, batch_size=16, epochs=50, verbose=0, callbacks=[started])"
         )
         fit_id = execute(long_fit)
         queued_id = execute("ran_after = True")
-        time.sleep(8)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:  # interrupt once training really runs
+            try:
+                msg = kc.get_iopub_msg(timeout=1)
+            except queue.Empty:
+                continue
+            if msg["msg_type"] == "stream" and "TRAINING" in msg["content"]["text"]:
+                break
+        else:
+            raise TimeoutError("training never started")
         km.interrupt_kernel()
-        fit_reply = reply(fit_id)
+        fit_reply = reply(fit_id, timeout=120)
         assert fit_reply["status"] == "error" and fit_reply["ename"] == "KeyboardInterrupt"
         assert reply(queued_id)["status"] == "aborted"
         check = execute(
