@@ -103,14 +103,6 @@ class StepCapture:
     added: list = dataclasses.field(default_factory=list)  # (tensor in, value out)
 
 
-@dataclasses.dataclass
-class DecodedRow:
-    layout: Layout
-    batch: float
-    total: float
-    values: np.ndarray
-
-
 def to_numpy(value) -> np.ndarray:
     """A numpy copy of a tensor or Keras variable, without Keras's generic path.
 
@@ -137,14 +129,6 @@ def pack_row(layout_id: int, batch, total, values, dtype):
     ]
     parts += [ops.cast(ops.reshape(v, ()), dtype) for v in values]
     return ops.stop_gradient(ops.stack(parts))
-
-
-def decode(row: np.ndarray, layouts: list[Layout]) -> DecodedRow:
-    layout = layouts[int(row[0])]
-    n = len(layout.terms)
-    return DecodedRow(
-        layout, float(row[1]), float(row[2]), row[_HEADER : _HEADER + n].astype(np.float64)
-    )
 
 
 def batch_size_of(y_pred):

@@ -116,11 +116,12 @@ def plot_history(history, *, view="stack", phase="train", logy=False, smoothing=
     return fig
 
 
-def figure_to_png(figure, dpi=100) -> bytes:
+def figure_to_png(figure, dpi=100, fast=False) -> bytes:
     """PNG bytes of `figure`, rendered by Agg whatever backend is active.
 
     The size is always the figure size times ``dpi``: a user's
     ``savefig.bbox: tight`` rcParam is overridden so live images do not jump.
+    ``fast`` trades file size for encoding time (zlib level 1), for live frames.
     """
     import matplotlib
 
@@ -128,7 +129,8 @@ def figure_to_png(figure, dpi=100) -> bytes:
     # rc_context only when needed: it resets every rcParam on exit.
     standard = matplotlib.rcParams["savefig.bbox"] is None
     with nullcontext() if standard else matplotlib.rc_context({"savefig.bbox": None}):
-        figure.savefig(buffer, format="png", dpi=dpi)
+        options = {"pil_kwargs": {"compress_level": 1}} if fast else {}
+        figure.savefig(buffer, format="png", dpi=dpi, **options)
     return buffer.getvalue()
 
 

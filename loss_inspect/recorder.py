@@ -29,6 +29,10 @@ __all__ = ["Recorder", "attach", "recorders", "recorder_for"]
 _ATTACHED: dict[int, "Recorder"] = {}
 _PHASE_OF_FUNCTION = {"train": "train", "test": "eval", "predict": "predict"}
 NAN_POLICIES = ("ignore", "warn", "raise")
+#: Rows the device keeps between two reads. Reading forces a host sync, so it
+#: happens once per block (and at epoch ends, fit ends and history reads),
+#: never once per step.
+BLOCK_ROWS = 128
 _LISTENER_FAILURES_TOLERATED = 3
 
 
@@ -95,9 +99,11 @@ class _EpochTracker(keras.callbacks.Callback):
         self._recorder = recorder
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._recorder._flush()  # rows of the previous epoch keep its number
         self._recorder._epoch = int(epoch)
 
     def on_train_end(self, logs=None):
+        self._recorder._flush()  # the last epoch's rows keep its number
         self._recorder._epoch = NO_EPOCH
 
 
@@ -141,7 +147,10 @@ class Recorder:
         self._listeners: list = []
         self._listener_failures: dict[int, int] = {}
         self._nonfinite_seen = False
-        self._notified_records = 0
+        self._notified_executions = 0
+        self._executions = 0  # step-function calls and recorded eager calls
+        self._unread = 0  # rows the device may hold that the host has not read
+        self._pending = None  # (output, jax_index, state) of the last call
         self._model_ref = weakref.ref(model, self._model_collected)
         self._model_id = id(model)
         self._model_name = model.name
@@ -186,7 +195,7 @@ class Recorder:
     # ----------------------------------------------------------- public API
     @property
     def history(self) -> LossHistory:
-        self._flush_eager_rows()
+        self._flush()
         return self._history
 
     @property
@@ -203,7 +212,7 @@ class Recorder:
             return
         self._attached = False
         try:
-            self._flush_eager_rows()
+            self._flush_quietly()
         finally:
             _ATTACHED.pop(self._model_id, None)
             model = self.model
@@ -227,9 +236,9 @@ class Recorder:
         self._listeners = [fn for fn in self._listeners if fn != listener]  # bound methods: ==
 
     def _notify(self, final: bool = False) -> None:
-        if not final and len(self._history) == self._notified_records:
-            return  # nothing new (e.g. a traced call that recorded nothing)
-        self._notified_records = len(self._history)
+        if not final and self._executions == self._notified_executions:
+            return  # nothing ran since the last notification
+        self._notified_executions = self._executions
         for listener in list(self._listeners):
             try:
                 listener(self, final)
@@ -303,7 +312,8 @@ class Recorder:
         """(Re)build the state buffer when capacity or steps_per_execution outgrew it."""
         if self._backend == "torch":
             return  # torch steps are eager: rows go straight to the host
-        rows = max(1, int(getattr(model, "steps_per_execution", 1) or 1))
+        per_call = max(1, int(getattr(model, "steps_per_execution", 1) or 1))
+        rows = max(BLOCK_ROWS, 2 * per_call)
         state = self._state
         if state is not None and state.rows >= rows and state.capacity >= self._capacity_wanted:
             return
@@ -440,7 +450,8 @@ class Recorder:
                 recorder._call_depth -= 1
             if recorder._call_depth == 0 and recorder._phase is None:
                 try:
-                    recorder._record_call(outputs)
+                    if recorder._record_call(outputs):
+                        recorder._executions += 1
                 except NonFiniteLossError:
                     raise
                 except Exception as exc:
@@ -469,13 +480,19 @@ class Recorder:
             recorder._fit_depth += 1
             try:
                 result = original(*bound.args, **bound.kwargs)
-                recorder._notify(final=True)
-                return result
-            finally:
+            except BaseException:
                 recorder._fit_depth -= 1
+                recorder._flush_quietly()  # keep what ran; never mask the error
                 recorder._epoch = NO_EPOCH
+                raise
+            finally:
                 if isinstance(callbacks, keras.callbacks.CallbackList):
                     callbacks.callbacks.remove(tracker)
+            recorder._fit_depth -= 1
+            recorder._flush()
+            recorder._epoch = NO_EPOCH
+            recorder._notify(final=True)
+            return result
 
         return fit
 
@@ -507,10 +524,13 @@ class Recorder:
             jax_index = internals.metrics_variables_index(
                 self.model, [state.values, state.cursor]
             )
+        rows_per_call = max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))
         first_call = [kind != "predict"]
 
         @functools.wraps(fn)
         def step_function(*args, **kwargs):
+            if kind != "predict":
+                recorder._pending = None  # JAX donates the last state to this call
             outer, recorder._phase = recorder._phase, phase
             calls_before = recorder._compute_loss_calls
             try:
@@ -518,7 +538,7 @@ class Recorder:
             finally:
                 recorder._phase = outer
             if kind != "predict" and recorder._attached:
-                recorder._after_execution(phase, output, state, jax_index)
+                recorder._after_execution(output, state, jax_index, rows_per_call)
                 if first_call[0]:
                     first_call[0] = False
                     if recorder._compute_loss_calls == calls_before:
@@ -579,20 +599,21 @@ class Recorder:
             layout.id, _capture.batch_size_of(y_pred), total, values, self._dtype
         )
         if eager:
-            self._eager_rows.append(row)
+            self._eager_rows.append((layout, row))
         else:
             self._state.write(row)
 
-    def _record_call(self, outputs) -> None:
+    def _record_call(self, outputs) -> bool:
         """Record the terms of an outermost eager ``model(x)`` (phase "call")."""
         model = self.model
         entry = internals.call_context_entry()
         if entry is not None and entry is not model:
-            return  # called as a sublayer of another model
+            return False  # called as a sublayer of another model
         if internals.in_symbolic_scope() or internals.in_stateless_scope():
-            return  # shape inference, or a stateless_call: not an eager pass
+            return False  # shape inference, or a stateless_call: not an eager pass
         if not all(internals.is_concrete(t) for t in keras.tree.flatten(outputs)):
-            return  # traced (tf.function, jax.jit, shape inference)
+            return False  # traced (tf.function, jax.jit, shape inference)
+        self._flush()  # earlier steps come first
         losses = model.losses
         if not all(internals.is_concrete(t) for t in losses):
             return  # inside tf.function / jax.jit: the values are not readable
@@ -607,23 +628,60 @@ class Recorder:
             values = np.zeros(0)
         total = float(np.sum(values)) if len(values) else 0.0
         self._append(layout, [np.nan], [total], values[None, :])
+        return True
 
-    def _after_execution(self, phase, output, state, jax_index) -> None:
-        """Read the rows one call of a step function wrote and append them."""
-        self._flush_eager_rows()
+    def _after_execution(self, output, state, jax_index, rows_per_call) -> None:
+        """Account for the rows one step-function call wrote; read them if due.
+
+        The device buffer holds ``state.rows`` rows. It is read (one host
+        sync) only when the next call could overwrite unread rows, or when
+        non-finite values must stop training at once (``nan="raise"``).
+        """
+        self._executions += 1
+        self._pending = (output, jax_index, state)
+        if len(self._eager_rows) >= BLOCK_ROWS or self.nan == "raise":
+            self._flush_eager_rows()
         if state is None or state is not self._state:
             return
-        if jax_index is not None:
-            metrics = internals.jax_metrics_state(output)
-            rows = np.asarray(metrics[jax_index[0]])
-            cursor = int(metrics[jax_index[1]])
+        self._unread += rows_per_call
+        if self._unread + rows_per_call > state.rows or self.nan == "raise":
+            self._read_state()
+
+    def _flush(self) -> None:
+        """Bring every row the host can reach into the history, in order."""
+        self._flush_eager_rows()
+        self._read_state()
+
+    def _flush_quietly(self) -> None:
+        """`_flush` while another exception is on its way: it must win."""
+        try:
+            self._flush()
+        except Exception:  # e.g. NonFiniteLossError found late: already stopping
+            pass
+
+    def _read_state(self) -> None:
+        state = self._state
+        if state is None:
+            return
+        pending = self._pending
+        if self._backend == "jax":
+            if pending is None or pending[2] is not state:
+                # Outside a step the JAX values live in the Keras variables
+                # only after fit/evaluate synced them (not while they run).
+                if self._fit_depth or self._phase is not None:
+                    return
+                cursor = int(_capture.to_numpy(state.cursor))
+                rows = None if cursor == self._cursor_seen else _capture.to_numpy(state.values)
+            else:
+                metrics = internals.jax_metrics_state(pending[0])
+                cursor = int(np.asarray(metrics[pending[1][1]]))
+                rows = None if cursor == self._cursor_seen else np.asarray(metrics[pending[1][0]])
         else:
             cursor = int(_capture.to_numpy(state.cursor))
-            if cursor == self._cursor_seen:
-                return
-            rows = _capture.to_numpy(state.values)
+            rows = None if cursor == self._cursor_seen else _capture.to_numpy(state.values)
+        self._unread = 0
         new = cursor - self._cursor_seen
-        if new <= 0:
+        if new <= 0 or rows is None:
             return
         if new > state.rows:
             self._warn_once(
@@ -634,38 +692,34 @@ class Recorder:
             )
             self._cursor_seen = cursor - state.rows
             new = state.rows
-        decoded = [
-            _capture.decode(rows[(self._cursor_seen + j) % state.rows], self._layouts.layouts)
-            for j in range(new)
-        ]
+        order = (self._cursor_seen + np.arange(new)) % state.rows
         self._cursor_seen = cursor
-        self._append_decoded(decoded)
+        self._append_rows(rows[order])
 
     def _flush_eager_rows(self) -> None:
         if not self._eager_rows:
             return
         pending, self._eager_rows = self._eager_rows, []
-        layouts = self._layouts.layouts
-        decoded = [
-            _capture.decode(_capture.to_numpy(row), layouts) for row in pending
-        ]
-        self._append_decoded(decoded)
-
-    def _append_decoded(self, decoded) -> None:
         start = 0
-        while start < len(decoded):
-            layout = decoded[start].layout
+        while start < len(pending):  # one transfer per run of equal layouts
+            layout = pending[start][0]
             end = start
-            while end < len(decoded) and decoded[end].layout is layout:
+            while end < len(pending) and pending[end][0] is layout:
                 end += 1
-            block = decoded[start:end]
-            self._append(
-                layout,
-                [r.batch for r in block],
-                [r.total for r in block],
-                np.stack([r.values for r in block]),
-            )
+            block = _capture.to_numpy(ops.stack([row for _, row in pending[start:end]]))
+            self._append_rows(block, layout)
             start = end
+
+    def _append_rows(self, rows: np.ndarray, layout=None) -> None:
+        """Append packed rows ``[layout id, batch, total, values...]``."""
+        layouts = self._layouts.layouts
+        ids = rows[:, 0].astype(np.intp)
+        cuts = [0, *(np.flatnonzero(np.diff(ids)) + 1), len(rows)]
+        for start, end in zip(cuts[:-1], cuts[1:]):
+            run_layout = layout or layouts[ids[start]]
+            n = len(run_layout.terms)
+            block = rows[start:end].astype(np.float64)
+            self._append(run_layout, block[:, 1], block[:, 2], block[:, 3 : 3 + n])
 
     def _append(self, layout, batch, totals, values) -> None:
         cols = self._layout_columns.get(layout.id)

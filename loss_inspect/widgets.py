@@ -6,8 +6,9 @@ The figure is rendered to PNG and pushed into one persistent ``Image`` (no
 ``clear_output`` flicker, no pyplot figures). Redraws run on the main thread
 right after a step function returns, throttled by wall clock: at least
 ``min_interval`` seconds apart (4 per second at most) and spaced so that
-drawing takes at most ``max_overhead`` of the time (5 %); the final state is
-always drawn. Their text repr is constant, so frontend-less runs (nbval) stay
+drawing takes at most ``max_overhead`` of the time (4 %, leaving room for
+the final frame within a 5 % budget); the final state is always drawn. Before
+the first frame is timed, a frame is assumed to cost ``first_frame_cost``. Their text repr is constant, so frontend-less runs (nbval) stay
 deterministic.
 """
 
@@ -53,21 +54,24 @@ class LiveView:
         view, phase, logy, smoothing, hidden: passed to `plotting.plot_history`.
         min_interval: smallest time between two redraws, in seconds.
         max_overhead: largest share of wall time spent drawing.
+        first_frame_cost: assumed cost of a frame until one has been timed.
+        dpi: resolution of the live frames.
         clock: a monotonic clock (tests pass a fake one).
     """
 
     def __init__(self, recorder, *, view="stack", phase="train", logy=False,
-                 smoothing=0, hidden=(), min_interval=0.25, max_overhead=0.05,
-                 clock=time.monotonic):
+                 smoothing=0, hidden=(), min_interval=0.25, max_overhead=0.04,
+                 first_frame_cost=0.1, dpi=80, clock=time.monotonic):
         self.recorder = recorder
         self.options = dict(view=view, phase=phase, logy=logy, smoothing=smoothing,
                             hidden=tuple(hidden))
         self.min_interval = min_interval
         self.max_overhead = max_overhead
+        self.dpi = dpi
         self.renders = 0
         self._clock = clock
-        self._interval = min_interval
-        self._last = clock()  # first redraw after min_interval, not on step 1
+        self._interval = self._spacing(first_frame_cost)
+        self._last = clock()  # the first redraw also respects the budget
         self._drawn_records = -1
         self._figure = None
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
@@ -96,15 +100,17 @@ class LiveView:
             history, figure=self._figure, title=f"{self.recorder._model_name}",
             **{**self.options, "phase": phase},
         )
-        self.image.value = plotting.figure_to_png(self._figure)
+        self.image.value = plotting.figure_to_png(self._figure, dpi=self.dpi, fast=True)
         self.status.value = _status(self.recorder, "done" if final else "training")
-        spent = self._clock() - now
-        # Space redraws so that drawing stays under max_overhead of wall time.
-        self._interval = max(self.min_interval, spent * (1 - self.max_overhead) / self.max_overhead)
+        self._interval = self._spacing(self._clock() - now)
         self._last = self._clock()
         self._drawn_records = len(history)
         self.renders += 1
         return True
+
+    def _spacing(self, frame_cost: float) -> float:
+        """Seconds between frames so that drawing stays under max_overhead."""
+        return max(self.min_interval, frame_cost * (1 - self.max_overhead) / self.max_overhead)
 
     def close(self) -> None:
         self.widget.close()

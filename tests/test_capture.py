@@ -35,17 +35,20 @@ def test_state_buffer_wraps_around_and_keeps_every_row_until_read():
     np.testing.assert_array_equal(rows[:, 4:], 0.0)  # short rows are zero-padded
 
 
-def test_pack_and_decode_round_trip():
+def test_packed_row_is_header_then_values_cut_from_autograd():
     table = _capture.LayoutTable()
     layout = table.intern("train", [Origin("compiled"), Origin("regularizer", "m/d/kernel")])
-    row = _capture.pack_row(
-        layout.id, 8, ops.convert_to_tensor(1.5), [ops.convert_to_tensor(1.25), 0.25], "float32"
-    )
-    padded = np.concatenate([ops.convert_to_numpy(row), np.zeros(4, np.float32)])
-    decoded = _capture.decode(padded, table.layouts)
-    assert decoded.layout is layout and decoded.batch == 8.0 and decoded.total == 1.5
-    np.testing.assert_array_equal(decoded.values, [1.25, 0.25])
-    assert decoded.values.dtype == np.float64
+    total = ops.convert_to_tensor(1.5)
+    row = _capture.pack_row(layout.id, 8, total, [ops.convert_to_tensor(1.25), 0.25], "float32")
+    np.testing.assert_array_equal(_capture.to_numpy(row), [0.0, 8.0, 1.5, 1.25, 0.25])
+    assert _capture.to_numpy(row).dtype == np.float32
+
+
+def test_to_numpy_reads_variables_and_tensors():
+    variable = keras.Variable(np.arange(3, dtype="float32"))
+    np.testing.assert_array_equal(_capture.to_numpy(variable), [0, 1, 2])
+    np.testing.assert_array_equal(_capture.to_numpy(ops.ones((2,))), [1, 1])
+    assert _capture.to_numpy(3.0) == 3.0
 
 
 def test_batch_size_and_symbolic_detection():

@@ -30,9 +30,9 @@ def test_throttle_caps_redraws_and_always_draws_the_final_state():
     rec, model, x, y = _recorder_with_steps(4)
     try:
         clock = FakeClock()
-        view = LiveView(rec, clock=clock, min_interval=0.25)
+        view = LiveView(rec, clock=clock, min_interval=0.25, first_frame_cost=0.01)
         rec.add_listener(view)
-        for _ in range(10):  # 10 fits x 4 steps, 0.01 s of "training" per step
+        for _ in range(10):  # 10 x 4 steps, 0.01 s of "training" per step
             for _ in range(4):
                 model.train_on_batch(x[:16], y[:16])
                 clock.now += 0.01
@@ -50,6 +50,7 @@ def test_redraw_interval_grows_with_render_cost_to_bound_overhead():
     try:
         clock = FakeClock()
         view = LiveView(rec, clock=clock, min_interval=0.25, max_overhead=0.05)
+        assert np.isclose(view._interval, 0.1 * 0.95 / 0.05)  # before any frame: assumed cost
         original = view.image
 
         class SlowImage:  # each frame "takes" 0.5 s of the fake clock
@@ -59,6 +60,8 @@ def test_redraw_interval_grows_with_render_cost_to_bound_overhead():
 
         view.image = SlowImage()
         model.train_on_batch(x[:16], y[:16])
+        clock.now += 1.0
+        assert not view.update()  # 1 s < 1.9 s: the first frame waits too
         clock.now += 1.0
         assert view.update()
         assert np.isclose(view._interval, 0.5 * 0.95 / 0.05)  # 9.5 s between frames
