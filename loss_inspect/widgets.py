@@ -207,16 +207,25 @@ class Dashboard:
         return repr(self.widget)
 
 
-def _status(recorder, state: str) -> str:
+def _status(recorder, state: str, max_terms: int = 6) -> str:
+    """One line: state, step / epoch, record count, then the latest values."""
     history = recorder.history
     n = len(history)
+    name = f"<code>{escape(recorder._model_name)}</code>"
     if n == 0:
-        return f"<code>{escape(recorder._model_name)}</code>: {escape(state)}"
-    last = history["total"][-1]
+        return f"{name}: {escape(state)}"
     epoch = int(history.epochs[-1])
     where = f"step {int(history.steps[-1])}" + (f", epoch {epoch + 1}" if epoch >= 0 else "")
+    latest = [("total", float(history["total"][-1]))]
+    for key in history.keys()[:max_terms]:
+        if history.present(key)[-1]:
+            latest.append((key, float(history[key][-1])))
+    values = " &middot; ".join(
+        f"{escape(key)} <b>{escape(fmt_number(value))}</b>" for key, value in latest
+    )
+    more = len(history.keys()) - max_terms
+    tail = f" &middot; +{more} more" if more > 0 else ""
     return (
-        f"<code>{escape(recorder._model_name)}</code>: {escape(state)} &middot; "
-        f"{escape(where)} &middot; {n} records &middot; last total "
-        f"<b>{escape(fmt_number(float(last)))}</b>"
+        f"{name}: {escape(state)} &middot; {escape(where)} &middot; {n} records"
+        f"<br><span style='font-size:90%'>{values}{tail}</span>"
     )

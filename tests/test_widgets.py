@@ -39,6 +39,9 @@ def test_throttle_caps_redraws_and_always_draws_the_final_state():
         assert view.renders == 1  # 0.4 s of training: one redraw past the first 0.25 s
         frames = view.image.value
         assert view.update(final=True) and view.renders == 2
+        status = view.status.value
+        assert "step 40" in status and "40 records" in status and "done" in status
+        assert "add_loss:mlp/extra <b>" in status and "total <b>" in status
         assert view.image.value != frames and view.image.value[:4] == b"\x89PNG"
         assert not view.update(final=True)  # nothing new: no second final frame
     finally:
