@@ -9,8 +9,9 @@ import sys
 DEMO_HELP = """\
 Train a small Keras model (an MLP with an L2 weight regularizer, an L1 activity
 regularizer and an add_loss term) with a loss_inspect recorder attached, then
-print the per-term breakdown of the loss and check it against Keras's own
-`loss` log. Runs on the Keras backend named by --backend or KERAS_BACKEND.
+print the per-term breakdown of the loss, check it against Keras's own `loss`
+log, and write the figure of the terms over the steps to loss_breakdown.png.
+Runs on the Keras backend named by --backend or KERAS_BACKEND (default jax).
 """
 
 
@@ -26,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Keras backend (default: $KERAS_BACKEND, else jax)")
     demo.add_argument("--epochs", type=_positive_int, default=3, help="epochs (default 3)")
     demo.add_argument("--csv", metavar="PATH", help="also write the history to this CSV file")
+    demo.add_argument("--png", metavar="PATH", default="loss_breakdown.png",
+                      help="where to write the figure (default loss_breakdown.png)")
     return parser
 
 
@@ -39,7 +42,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def run_demo(epochs: int = 3, csv_path: str | None = None, out=sys.stdout) -> int:
+def run_demo(epochs: int = 3, csv_path: str | None = None, png_path: str | None = None,
+             out=sys.stdout) -> int:
     import numpy as np
 
     import keras
@@ -81,6 +85,13 @@ def run_demo(epochs: int = 3, csv_path: str | None = None, out=sys.stdout) -> in
     if csv_path:
         history.to_csv(csv_path)
         print(f"\nwrote {len(history)} records to {csv_path}", file=out)
+    if png_path:
+        from .plotting import figure_to_png, plot_history
+
+        figure = plot_history(history, phase="all", title="Loss breakdown of 'demo' (train, eval)")
+        with open(png_path, "wb") as handle:
+            handle.write(figure_to_png(figure))
+        print(f"wrote the figure to {png_path}", file=out)
     return 0 if np.allclose(ours, logs["loss"], rtol=1e-6) else 1
 
 
@@ -94,7 +105,7 @@ def main(argv=None) -> int:
     # Keras's own default is TensorFlow; the README installs only JAX.
     os.environ.setdefault("KERAS_BACKEND", "jax")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    return run_demo(epochs=args.epochs, csv_path=args.csv)
+    return run_demo(epochs=args.epochs, csv_path=args.csv, png_path=args.png)
 
 
 if __name__ == "__main__":

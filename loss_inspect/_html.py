@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from html import escape
 
-from ._text import fmt_number, fmt_share
+from ._text import NO_RECORDS, fmt_number, fmt_share
 from .history import LossHistory
 
 _STYLE = (
@@ -34,6 +34,10 @@ def _table(caption: str, header: list[str], rows: list[list[str]], numeric: set[
 
 
 def breakdown_html(history: LossHistory, phase: str | None = "train") -> str:
+    sub = history if phase is None else history.select(phase=phase)
+    if len(sub) == 0:
+        return (f"<p><b>Loss breakdown ({escape(phase or 'all')} records: 0)</b><br>"
+                f"{escape(NO_RECORDS)}</p>")
     header = ["term", "kind", "layer", "last", "mean", "min", "max", "share"]
     rows = []
     for row in history.breakdown(phase):

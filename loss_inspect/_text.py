@@ -11,6 +11,12 @@ import math
 from .history import LossHistory
 
 
+NO_RECORDS = (
+    "No records: nothing ran fit(), evaluate(), *_on_batch() or an eager model(x) "
+    "while attached (a step traced by tf.function / jax.jit is not recorded)."
+)
+
+
 def fmt_number(value: float) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "nan" if value is not None else "-"
@@ -37,6 +43,10 @@ def align(rows: list[list[str]], right: set[int]) -> str:
 
 def breakdown_table(history: LossHistory, phase: str | None = "train") -> str:
     """One row per term (key, kind, layer, last, mean, min, max, share) plus total."""
+    sub = history if phase is None else history.select(phase=phase)
+    title = f"Loss breakdown ({phase or 'all'} records: {len(sub)})"
+    if len(sub) == 0:
+        return title + "\n" + NO_RECORDS
     rows = [["term", "kind", "layer", "last", "mean", "min", "max", "share"]]
     for row in history.breakdown(phase):
         term = row.term
@@ -52,8 +62,6 @@ def breakdown_table(history: LossHistory, phase: str | None = "train") -> str:
                 fmt_share(row.share),
             ]
         )
-    sub = history if phase is None else history.select(phase=phase)
-    title = f"Loss breakdown ({phase or 'all'} records: {len(sub)})"
     return title + "\n" + align(rows, right={3, 4, 5, 6, 7})
 
 

@@ -147,6 +147,7 @@ class Recorder:
         self._listeners: list = []
         self._listener_failures: dict[int, int] = {}
         self._nonfinite_seen = False
+        self._stop_error: NonFiniteLossError | None = None
         self._notified_executions = 0
         self._executions = 0  # step-function calls and recorded eager calls
         self._unread = 0  # rows the device may hold that the host has not read
@@ -277,6 +278,8 @@ class Recorder:
         self._patch(model, "_aggregate_additional_loss", self._make_aggregate)
         self._patch(model, "call", self._make_call)
         self._patch(model, "fit", self._make_fit)
+        for name in ("evaluate", "train_on_batch", "test_on_batch"):
+            self._patch(model, name, self._make_raising)
         for kind in ("train", "test", "predict"):
             self._patch(
                 model,
@@ -452,11 +455,11 @@ class Recorder:
                 try:
                     if recorder._record_call(outputs):
                         recorder._executions += 1
-                except NonFiniteLossError:
-                    raise
                 except Exception as exc:
                     recorder._internal_error(exc)
                 recorder._notify()
+                if recorder._fit_depth == 0:
+                    recorder._raise_pending()
             return outputs
 
         return call
@@ -484,6 +487,7 @@ class Recorder:
                 recorder._fit_depth -= 1
                 recorder._flush_quietly()  # keep what ran; never mask the error
                 recorder._epoch = NO_EPOCH
+                recorder._stop_error = None
                 raise
             finally:
                 if isinstance(callbacks, keras.callbacks.CallbackList):
@@ -492,9 +496,32 @@ class Recorder:
             recorder._flush()
             recorder._epoch = NO_EPOCH
             recorder._notify(final=True)
+            recorder._raise_pending()
             return result
 
         return fit
+
+    def _make_raising(self, original):
+        """Wrap a Keras entry point so a pending `NonFiniteLossError` is raised
+        only after Keras has written the step's state back to the model."""
+        recorder = self
+
+        @functools.wraps(original)
+        def entry_point(*args, **kwargs):
+            try:
+                result = original(*args, **kwargs)
+            except BaseException:
+                recorder._stop_error = None
+                raise
+            recorder._raise_pending()
+            return result
+
+        return entry_point
+
+    def _raise_pending(self) -> None:
+        error, self._stop_error = self._stop_error, None
+        if error is not None:
+            raise error
 
     def _make_function_factory(self, original, kind: str):
         recorder = self
@@ -760,19 +787,26 @@ class Recorder:
         if where is None:  # pragma: no cover - guarded by _first_nonfinite_row
             return
         layer = self._history.term(where.key).layer if where.key != "total" else None
-        where_text = f"step {where.step} (epoch {where.epoch}, {where.phase})"
+        epoch = f"epoch {where.epoch + 1}, " if where.epoch >= 0 else ""
         message = (
             f"Loss term {where.key!r}{f' (layer {layer})' if layer else ''} became "
-            f"{where.value} at {where_text}."
+            f"{where.value} at step {where.step} ({epoch}{where.phase})."
         )
-        if self.nan == "raise":
-            raise NonFiniteLossError(
-                message + " Training stopped by loss_inspect (nan='raise'); the "
-                "records up to here are kept in the recorder's history.",
-                where,
-                layer,
-            )
-        self._warn_once("nonfinite", message + " Recording goes on (nan='warn').")
+        if self.nan != "raise":
+            self._warn_once("nonfinite", message + " Recording goes on (nan='warn').")
+            return
+        # Raising here, inside the step, would leave Keras before it writes the
+        # step's state back (on JAX the model's arrays would be gone). Stop
+        # training the Keras way; fit()/evaluate()/train_on_batch() raise after.
+        self._stop_error = NonFiniteLossError(
+            message + " Training stopped by loss_inspect (nan='raise'); the records "
+            "up to here are kept in the recorder's history.",
+            where,
+            layer,
+        )
+        model = self.model
+        if model is not None:
+            model.stop_training = True
 
     # ----------------------------------------------------------- messages
     def _warn_bypassed_compute_loss(self, kind: str) -> None:

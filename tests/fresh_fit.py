@@ -12,8 +12,9 @@ import json
 import os
 import sys
 
+# The environment (backend, XLA flags, CPU affinity) is inherited from the
+# pytest process that starts this script.
 sys.path.insert(0, os.path.dirname(__file__))
-import conftest  # noqa: E402,F401  (same environment as the test process)
 import numpy as np  # noqa: E402
 
 import models  # noqa: E402

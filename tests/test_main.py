@@ -11,9 +11,10 @@ from loss_inspect.history import LossHistory
 
 
 def test_demo_prints_a_breakdown_that_matches_keras(tmp_path):
-    csv = tmp_path / "demo.csv"
+    csv, png = tmp_path / "demo.csv", tmp_path / "demo.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "loss_inspect", "demo", "--epochs", "2", "--csv", str(csv)],
+        [sys.executable, "-m", "loss_inspect", "demo", "--epochs", "2", "--csv", str(csv),
+         "--png", str(png)],
         capture_output=True, text=True, env=os.environ.copy(), timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
@@ -25,16 +26,18 @@ def test_demo_prints_a_breakdown_that_matches_keras(tmp_path):
     assert out.count("  epoch ") == 2
     history = LossHistory.from_csv(csv)
     assert len(history.select(phase="train")) == 24
+    assert png.read_bytes()[:4] == b"\x89PNG" and f"wrote the figure to {png}" in out
 
 
 def test_demo_defaults_to_jax_when_no_backend_is_named(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     proc = subprocess.run(
         [sys.executable, "-m", "loss_inspect", "demo", "--epochs", "1"],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     assert "backend jax" in proc.stdout
+    assert (tmp_path / "loss_breakdown.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize("argv", [["demo", "--epochs", "0"], ["demo", "--epochs", "x"], []])

@@ -575,9 +575,25 @@ def test_nan_raise_stops_fit_naming_term_layer_and_step():
             model.fit(x * 0.01, y, **FIT)
     message = str(info.value)
     assert "'add_loss:nan/bad'" in message and "layer nan/bad" in message
-    assert "step 1 (epoch 0, train)" in message
+    assert "step 1 (epoch 1, train)" in message  # epochs counted from 1, as Keras prints
     assert info.value.where.key == "add_loss:nan/bad" and info.value.layer == "nan/bad"
-    assert len(rec.history) == 1 and not rec.attached  # kept, and detached
+    assert info.value.where.epoch == 0
+    assert len(rec.history.select(phase="train")) == 1 and not rec.attached
+    # the model is intact: Keras wrote the step's state back before the raise
+    # (reading a donated JAX array would raise "Array has been deleted")
+    assert len(models.weights(model)) == 4
+    model.fit(x * 0.01, y, **FIT)  # and still trains
+
+
+def test_nan_raise_outside_fit_keeps_the_model_usable():
+    x, y = models.data()
+    model = models.nan_model()
+    with li.attach(model, nan="raise") as rec:
+        with pytest.raises(li.NonFiniteLossError, match="step 1 \\(train\\)"):
+            model.train_on_batch(x[:16] * 0.01, y[:16])
+        models.weights(model)  # readable
+        model.train_on_batch(x[:16] * 0.01, y[:16])  # reported once only
+    assert len(rec.history) == 2
 
 
 def test_nan_warn_warns_once_and_keeps_recording():
