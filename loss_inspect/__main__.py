@@ -55,7 +55,7 @@ def run_demo(epochs: int = 3, csv_path: str | None = None, png_path: str | None 
         """add_loss: penalise large activations (a stand-in for a KL term)."""
 
         def call(self, x):
-            self.add_loss(0.05 * ops.mean(ops.square(x)))
+            self.add_loss(0.2 * ops.mean(ops.square(x)))
             return x
 
     keras.utils.set_random_seed(0)
@@ -64,8 +64,8 @@ def run_demo(epochs: int = 3, csv_path: str | None = None, png_path: str | None 
     y = (x[:, :1] * 2.0 - x[:, 1:2] + 0.1 * rng.normal(size=(512, 1))).astype("float32")
     inputs = keras.Input((16,))
     h = layers.Dense(32, activation="relu", name="hidden",
-                     kernel_regularizer=keras.regularizers.L2(1e-3),
-                     activity_regularizer=keras.regularizers.L1(1e-4))(inputs)
+                     kernel_regularizer=keras.regularizers.L2(5e-3),
+                     activity_regularizer=keras.regularizers.L1(2e-3))(inputs)
     h = Smoothness(name="smooth")(h)
     outputs = layers.Dense(1, name="out")(h)
     model = keras.Model(inputs, outputs, name="demo")
