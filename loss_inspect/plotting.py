@@ -76,6 +76,13 @@ def plot_history(history, *, view="stack", phase="train", logy=False, smoothing=
         return fig
 
     x = main.steps.astype(np.float64)
+    by_record = (len(x) > 1 and bool(np.all(x == x[0]))
+                 and bool(np.all(main.phases == "call")))
+    if by_record:
+        # Eager calls in a custom loop never advance Keras's optimizer step:
+        # plot them in the order they were recorded instead of on one x.
+        x = np.arange(1, len(x) + 1, dtype=np.float64)
+        ax.set_xlabel("record (forward pass)")
     labels, ys, present = _term_series(main, hidden, max_terms)
     total = _clean(main["total"])
     if smoothing > 1:
@@ -108,7 +115,7 @@ def plot_history(history, *, view="stack", phase="train", logy=False, smoothing=
                    pos(_clean(evals["total"])), ls="none", marker="o", ms=4,
                    mfc="white", mec="black")
     _mark_epochs(ax, main)
-    _mark_nonfinite(ax, [main] if evals is None else [main, evals])
+    _mark_nonfinite(ax, [main] if evals is None else [main, evals], by_record)
     if logy and any(np.any(y > 0) for _, y in series.values()):
         ax.set_yscale("log")  # only with positive data: else matplotlib warns
     ax.grid(True, alpha=0.3)
@@ -279,9 +286,9 @@ def _mark_epochs(ax, history):
                   colors="0.6", linestyles=":", linewidth=1, label="_epochs")
 
 
-def _mark_nonfinite(ax, histories):
-    """A red line at the first step with a non-finite term or total."""
+def _mark_nonfinite(ax, histories, by_record=False):
+    """A red line at the first step (or record) with a non-finite term or total."""
     found = [h.first_nonfinite() for h in histories]
-    steps = [f.step for f in found if f is not None]
+    steps = [f.record + 1 if by_record else f.step for f in found if f is not None]
     if steps:
         ax.axvline(min(steps), color="red", lw=1.2, label="non-finite")

@@ -428,3 +428,18 @@ def test_a_one_record_spike_survives_decimation(view):
     assert y.max() == 1000.0 and x[np.argmax(y)] == h.steps[54_321]
     assert s["total"][1].max() == h["total"].max()
     assert s["total"][0][0] == 1 and s["total"][0][-1] == 100_000  # full range
+
+
+def test_call_records_at_one_step_are_plotted_by_record_order():
+    """A custom loop's eager calls never advance the optimizer step."""
+    h = LossHistory()
+    col = h._add_term(Term("add_loss:m/x", "add_loss", layer="m/x"))
+    n = 5
+    values = np.arange(1.0, n + 1)
+    h._append(PHASES.index("call"), np.zeros(n, np.int64), np.full(n, -1), np.full(n, np.nan),
+              values, np.array([col]), values[:, None])
+    fig = plot_history(h, phase="call", view="lines")
+    x, y = plotted_series(fig)["total"]
+    np.testing.assert_array_equal(x, np.arange(1, n + 1))
+    np.testing.assert_array_equal(y, values)
+    assert fig.axes[0].get_xlabel() == "record (forward pass)"
