@@ -511,9 +511,11 @@ class Recorder:
             try:
                 result = original(*args, **kwargs)
             except BaseException:
-                recorder._stop_error = None
+                if recorder._fit_depth == 0:
+                    recorder._stop_error = None
                 raise
-            recorder._raise_pending()
+            if recorder._fit_depth == 0:  # fit() validates with evaluate(): fit raises
+                recorder._raise_pending()
             return result
 
         return entry_point

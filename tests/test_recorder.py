@@ -585,6 +585,16 @@ def test_nan_raise_stops_fit_naming_term_layer_and_step():
     model.fit(x * 0.01, y, **FIT)  # and still trains
 
 
+def test_nan_raise_with_validation_is_raised_by_fit_after_validation():
+    x, y = models.data()
+    model = models.nan_model()
+    with pytest.raises(li.NonFiniteLossError):
+        with li.attach(model, nan="raise") as rec:
+            model.fit(x * 0.01, y, validation_data=(x[:32] * 0.01, y[:32]), **FIT)
+    assert list(rec.history.phases) == ["train", "eval", "eval"]
+    assert len(models.weights(model)) == 4
+
+
 def test_nan_raise_outside_fit_keeps_the_model_usable():
     x, y = models.data()
     model = models.nan_model()
