@@ -17,9 +17,9 @@ def test_a_plain_script_is_a_script_with_no_live_widgets():
 
 
 def test_terminal_ipython_is_text_only():
-    from IPython.testing.globalipapp import start_ipython
+    from IPython.testing.globalipapp import get_ipython
 
-    start_ipython()
+    get_ipython()  # starts the test shell once per process
     assert _display.context() == _display.TERMINAL
     assert not _display.live_widgets_enabled()
 

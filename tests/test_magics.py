@@ -14,9 +14,9 @@ FIT_CELL = "model.fit(x, y, batch_size=16, epochs=2, verbose=0)"
 
 @pytest.fixture(scope="module")
 def shell():
-    from IPython.testing.globalipapp import start_ipython
+    from IPython.testing.globalipapp import get_ipython
 
-    ip = start_ipython()
+    ip = get_ipython()  # starts the test shell once per process
     ip.run_line_magic("load_ext", "loss_inspect")
     yield ip
     ip.run_line_magic("unload_ext", "loss_inspect")
