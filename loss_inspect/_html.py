@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from html import escape
 
-from ._text import NO_RECORDS, fmt_number, fmt_share
+from ._text import (
+    BREAKDOWN_HEADER, BREAKDOWN_NUMERIC, NO_RECORDS, SNAPSHOT_HEADER, breakdown_cells,
+    snapshot_cells,
+)
 from .history import LossHistory
 
 _STYLE = (
@@ -34,36 +37,15 @@ def _table(caption: str, header: list[str], rows: list[list[str]], numeric: set[
 
 
 def breakdown_html(history: LossHistory, phase: str | None = "train") -> str:
-    sub = history if phase is None else history.select(phase=phase)
-    if len(sub) == 0:
-        return (f"<p><b>Loss breakdown ({escape(phase or 'all')} records: 0)</b><br>"
-                f"{escape(NO_RECORDS)}</p>")
-    header = ["term", "kind", "layer", "last", "mean", "min", "max", "share"]
-    rows = []
-    for row in history.breakdown(phase):
-        term = row.term
-        rows.append([
-            row.key,
-            term.kind if term else "",
-            (term.layer or "") if term else "",
-            fmt_number(row.last), fmt_number(row.mean), fmt_number(row.min),
-            fmt_number(row.max), fmt_share(row.share),
-        ])
-    sub = history if phase is None else history.select(phase=phase)
-    caption = f"Loss breakdown ({phase or 'all'} records: {len(sub)})"
-    return _table(caption, header, rows, numeric={3, 4, 5, 6, 7})
+    title, rows = breakdown_cells(history, phase)
+    if not rows:
+        return f"<p><b>{escape(title)}</b><br>{escape(NO_RECORDS)}</p>"
+    return _table(title, BREAKDOWN_HEADER, rows, numeric=BREAKDOWN_NUMERIC)
 
 
 def snapshot_html(snapshot) -> str:
-    rows = [
-        [t.key, t.kind, t.layer or "", fmt_number(float(v))]
-        for t, v in zip(snapshot.terms, snapshot.values)
-    ]
-    rows.append(["total", "", "", fmt_number(snapshot.total)])
-    html = _table(
-        f"model.losses of {snapshot.model_name!r} ({len(snapshot)} terms)",
-        ["term", "kind", "layer", "value"], rows, numeric={3},
-    )
+    title, rows = snapshot_cells(snapshot)
+    html = _table(title, SNAPSHOT_HEADER, rows, numeric={3})
     if snapshot.message:
         html += f"<p><b>Note:</b> {escape(snapshot.message)}</p>"
     return html

@@ -41,37 +41,55 @@ def align(rows: list[list[str]], right: set[int]) -> str:
     return "\n".join(lines)
 
 
-def breakdown_table(history: LossHistory, phase: str | None = "train") -> str:
-    """One row per term (key, kind, layer, last, mean, min, max, share) plus total."""
+BREAKDOWN_HEADER = ["term", "kind", "layer", "last", "mean", "min", "max", "share"]
+BREAKDOWN_NUMERIC = {3, 4, 5, 6, 7}
+SNAPSHOT_HEADER = ["term", "kind", "layer", "value"]
+
+
+def breakdown_cells(history: LossHistory, phase: str | None = "train"):
+    """Title and formatted rows (terms, then total) shared by the text and HTML tables.
+
+    The rows are empty when ``phase`` has no records.
+    """
     sub = history if phase is None else history.select(phase=phase)
     title = f"Loss breakdown ({phase or 'all'} records: {len(sub)})"
     if len(sub) == 0:
-        return title + "\n" + NO_RECORDS
-    rows = [["term", "kind", "layer", "last", "mean", "min", "max", "share"]]
-    for row in history.breakdown(phase):
+        return title, []
+    rows = []
+    for row in sub.breakdown(None):
         term = row.term
-        rows.append(
-            [
-                row.key,
-                term.kind if term else "",
-                (term.layer or "") if term else "",
-                fmt_number(row.last),
-                fmt_number(row.mean),
-                fmt_number(row.min),
-                fmt_number(row.max),
-                fmt_share(row.share),
-            ]
-        )
-    return title + "\n" + align(rows, right={3, 4, 5, 6, 7})
+        rows.append([
+            row.key,
+            term.kind if term else "",
+            (term.layer or "") if term else "",
+            fmt_number(row.last), fmt_number(row.mean), fmt_number(row.min),
+            fmt_number(row.max), fmt_share(row.share),
+        ])
+    return title, rows
+
+
+def snapshot_cells(snapshot):
+    """Title and formatted rows (terms, then total) of a `Snapshot`."""
+    rows = [
+        [term.key, term.kind, term.layer or "", fmt_number(float(value))]
+        for term, value in zip(snapshot.terms, snapshot.values)
+    ]
+    rows.append(["total", "", "", fmt_number(snapshot.total)])
+    return f"model.losses of {snapshot.model_name!r} ({len(snapshot)} terms)", rows
+
+
+def breakdown_table(history: LossHistory, phase: str | None = "train") -> str:
+    """One row per term (key, kind, layer, last, mean, min, max, share) plus total."""
+    title, rows = breakdown_cells(history, phase)
+    if not rows:
+        return title + "\n" + NO_RECORDS
+    return title + "\n" + align([BREAKDOWN_HEADER, *rows], right=BREAKDOWN_NUMERIC)
 
 
 def snapshot_table(snapshot) -> str:
-    rows = [["term", "kind", "layer", "value"]]
-    for term, value in zip(snapshot.terms, snapshot.values):
-        rows.append([term.key, term.kind, term.layer or "", fmt_number(float(value))])
-    rows.append(["total", "", "", fmt_number(snapshot.total)])
-    text = f"model.losses of {snapshot.model_name!r} ({len(snapshot)} terms)\n"
-    text += align(rows, right={3})
+    title, rows = snapshot_cells(snapshot)
+    text = title + "\n"
+    text += align([SNAPSHOT_HEADER, *rows], right={3})
     if snapshot.message:
         text += "\n\nNote: " + snapshot.message
     return text
