@@ -315,8 +315,7 @@ class Recorder:
         """(Re)build the state buffer when capacity or steps_per_execution outgrew it."""
         if self._backend == "torch":
             return  # torch steps are eager: rows go straight to the host
-        per_call = max(1, int(getattr(model, "steps_per_execution", 1) or 1))
-        rows = max(BLOCK_ROWS, 2 * per_call)
+        rows = max(BLOCK_ROWS, 2 * _steps_per_execution(model))
         state = self._state
         if state is not None and state.rows >= rows and state.capacity >= self._capacity_wanted:
             return
@@ -553,7 +552,7 @@ class Recorder:
             jax_index = internals.metrics_variables_index(
                 self.model, [state.values, state.cursor]
             )
-        rows_per_call = max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))
+        rows_per_call = _steps_per_execution(self.model)
         first_call = [kind != "predict"]
 
         @functools.wraps(fn)
@@ -645,7 +644,7 @@ class Recorder:
         self._flush()  # earlier steps come first
         losses = model.losses
         if not all(internals.is_concrete(t) for t in losses):
-            return  # inside tf.function / jax.jit: the values are not readable
+            return False  # inside tf.function / jax.jit: the values are not readable
         origins = attribute_added(losses, self._registry, self._regularizer_paths)
         layout = self._layouts.intern("call", origins)
         if losses:
@@ -693,21 +692,18 @@ class Recorder:
         if state is None:
             return
         pending = self._pending
-        if self._backend == "jax":
-            if pending is None or pending[2] is not state:
-                # Outside a step the JAX values live in the Keras variables
-                # only after fit/evaluate synced them (not while they run).
-                if self._fit_depth or self._phase is not None:
-                    return
-                cursor = int(_capture.to_numpy(state.cursor))
-                rows = None if cursor == self._cursor_seen else _capture.to_numpy(state.values)
-            else:
-                metrics = internals.jax_metrics_state(pending[0])
-                cursor = int(np.asarray(metrics[pending[1][1]]))
-                rows = None if cursor == self._cursor_seen else np.asarray(metrics[pending[1][0]])
+        if self._backend == "jax" and pending is not None and pending[2] is state:
+            metrics = internals.jax_metrics_state(pending[0])
+            values_at, cursor_at = pending[1]
+            cursor_source, rows_source = metrics[cursor_at], metrics[values_at]
+        elif self._backend == "jax" and (self._fit_depth or self._phase is not None):
+            # Outside a step the JAX values live in the Keras variables only
+            # after fit/evaluate synced them, not while they run.
+            return
         else:
-            cursor = int(_capture.to_numpy(state.cursor))
-            rows = None if cursor == self._cursor_seen else _capture.to_numpy(state.values)
+            cursor_source, rows_source = state.cursor, state.values
+        cursor = int(_capture.to_numpy(cursor_source))
+        rows = None if cursor == self._cursor_seen else _capture.to_numpy(rows_source)
         self._unread = 0
         new = cursor - self._cursor_seen
         if new <= 0 or rows is None:
@@ -848,6 +844,11 @@ def _first_nonfinite_row(totals, values):
         bad |= ~np.all(np.isfinite(values), axis=1)
     rows = np.flatnonzero(bad)
     return int(rows[0]) if rows.size else None
+
+
+def _steps_per_execution(model) -> int:
+    """Steps (so rows) one call of a traced step function may run."""
+    return max(1, int(getattr(model, "steps_per_execution", 1) or 1))
 
 
 def _optimizer_iterations(model) -> int:

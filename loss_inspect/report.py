@@ -39,7 +39,7 @@ class LossReport:
         self.view = view
         self.logy = logy
         self.error = error
-        self.phase = _effective_phase(self.history, phase)
+        self.phase = effective_phase(self.history, phase)
 
     def breakdown(self):
         """`BreakdownRow` per term, plus the total, for `phase`."""
@@ -91,7 +91,7 @@ def _remember(report: LossReport) -> None:
     _LAST[:] = [report]
 
 
-def _effective_phase(history: LossHistory, phase: str | None) -> str | None:
+def effective_phase(history: LossHistory, phase: str | None) -> str | None:
     """``phase``, or every record when the cell made none of that phase."""
     if phase in (None, "all"):
         return None

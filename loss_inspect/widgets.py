@@ -20,6 +20,7 @@ from html import escape
 import ipywidgets as widgets
 
 from . import plotting
+from .report import effective_phase
 from ._text import fmt_number
 
 __all__ = ["LiveView", "Dashboard"]
@@ -93,9 +94,7 @@ class LiveView:
         history = self.recorder.history
         if final and not force and len(history) == self._drawn_records and self.renders:
             return False  # the final state is already on screen
-        phase = self.options["phase"]
-        if phase not in (None, "all") and len(history.select(phase=phase)) == 0:
-            phase = "all"
+        phase = effective_phase(history, self.options["phase"])
         self._figure = plotting.plot_history(
             history, figure=self._figure, title=f"{self.recorder._model_name}",
             **{**self.options, "phase": phase},
