@@ -103,6 +103,16 @@ class StepCapture:
     added: list = dataclasses.field(default_factory=list)  # (tensor in, value out)
 
 
+def is_readable(value) -> bool:
+    """False for a JAX array that was donated to a step or deleted by an interrupt."""
+    if isinstance(value, keras.Variable):
+        value = internals.raw_value(value)
+        if value is None:  # a JAX variable purged while fit() runs
+            return False
+    is_deleted = getattr(value, "is_deleted", None)
+    return not (callable(is_deleted) and is_deleted())
+
+
 def to_numpy(value) -> np.ndarray:
     """A numpy copy of a tensor or Keras variable, without Keras's generic path.
 

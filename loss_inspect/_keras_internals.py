@@ -22,6 +22,8 @@ What is used, and why:
   eager call from nested calls and from symbolic shape inference.
 * ``train_function`` / ``test_function`` / ``predict_function``: traced step
   functions are rebuilt on attach (so they contain the hook) and restored on detach.
+* JAX ``_jax_state`` / ``_jax_state_synced`` / ``jax_state_sync``: a Ctrl-C held
+  until a step's entry writes that step's input state back before it is raised.
 """
 
 from __future__ import annotations
@@ -262,6 +264,38 @@ def jax_metrics_state(output):
     """The metrics-variable values a JAX train/test function returned."""
     _logs, state = output
     return state[-1]
+
+
+def raw_value(variable):
+    """A variable's array without Keras's accessors (None once JAX purged it)."""
+    return variable._value
+
+
+_JAX_STATE_PARTS = {
+    "train": ("trainable_variables", "non_trainable_variables",
+              "optimizer_variables", "metrics_variables"),
+    "test": ("trainable_variables", "non_trainable_variables", "metrics_variables"),
+}
+
+
+def jax_restore_state(model, kind: str, step_args) -> bool:
+    """Write the state a JAX step function was about to receive back to the model.
+
+    The JAX trainer purges the model's variables while its loop runs and
+    keeps their values in ``_jax_state``; ``jax_state_sync`` writes them back.
+    Used before an interrupt is raised at a step's entry, so that the model
+    holds whole, not donated, arrays. False when the arguments are not the
+    ``(state, data)`` pair this Keras passes (nothing is changed then).
+    """
+    parts = _JAX_STATE_PARTS.get(kind)
+    state = step_args[0] if step_args else None
+    if parts is None or not isinstance(state, (tuple, list)) or len(state) != len(parts):
+        return False
+    model._jax_state = dict(zip(parts, state))
+    model._jax_state_synced = False
+    model.jax_state_sync()
+    model._jax_state = None
+    return True
 
 
 # ----------------------------------------------------------- execution context

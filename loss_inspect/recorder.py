@@ -11,6 +11,7 @@ was. Private Keras attributes are only touched through `_keras_internals`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import warnings
@@ -21,6 +22,7 @@ import numpy as np
 from keras import ops
 
 from . import _capture, _keras_internals as internals
+from ._interrupts import InterruptGate
 from ._terms import LossRegistry, Origin, attribute_added
 from .history import NO_EPOCH, PHASES, LossHistory, NonFiniteLossError
 
@@ -156,6 +158,8 @@ class Recorder:
         self._model_id = id(model)
         self._model_name = model.name
         self._backend = internals.backend()
+        # JAX only: a Ctrl-C inside its training loop can delete the state.
+        self._interrupts = InterruptGate() if self._backend == "jax" else None
         self._history = LossHistory()
         self._layouts = _capture.LayoutTable()
         self._layout_columns: dict[int, np.ndarray] = {}
@@ -264,7 +268,7 @@ class Recorder:
         state = "attached" if self._attached else "detached"
         return (
             f"<loss_inspect.Recorder model={self._model_name!r} {state}, "
-            f"{len(self._history)} records, {len(self._history.keys())} terms>"
+            f"{self._history.records} records, {len(self._history.keys())} terms>"
         )
 
     # -------------------------------------------------------- installation
@@ -481,7 +485,8 @@ class Recorder:
                 recorder._ensure_state(model)
             recorder._fit_depth += 1
             try:
-                result = original(*bound.args, **bound.kwargs)
+                with recorder._interrupt_guard():
+                    result = original(*bound.args, **bound.kwargs)
             except BaseException:
                 recorder._fit_depth -= 1
                 recorder._flush_quietly()  # keep what ran; never mask the error
@@ -508,7 +513,8 @@ class Recorder:
         @functools.wraps(original)
         def entry_point(*args, **kwargs):
             try:
-                result = original(*args, **kwargs)
+                with recorder._interrupt_guard():
+                    result = original(*args, **kwargs)
             except BaseException:
                 if recorder._fit_depth == 0:
                     recorder._stop_error = None
@@ -518,6 +524,10 @@ class Recorder:
             return result
 
         return entry_point
+
+    def _interrupt_guard(self):
+        gate = self._interrupts
+        return gate.guard() if gate is not None else contextlib.nullcontext()
 
     def _raise_pending(self) -> None:
         error, self._stop_error = self._stop_error, None
@@ -557,12 +567,24 @@ class Recorder:
 
         @functools.wraps(fn)
         def step_function(*args, **kwargs):
+            gate = recorder._interrupts
+            if gate is not None and kind != "predict" and gate.step_starting():
+                # A Ctrl-C held since the last step: the state passed in is whole.
+                if internals.jax_restore_state(recorder.model, kind, args):
+                    raise KeyboardInterrupt
+                gate.pending = True  # unknown state layout: raise when Keras returns
             if kind != "predict":
                 recorder._pending = None  # JAX donates the last state to this call
             outer, recorder._phase = recorder._phase, phase
             calls_before = recorder._compute_loss_calls
+            eager_before = len(recorder._eager_rows)
             try:
                 output = fn(*args, **kwargs)
+            except BaseException:
+                # An eager step that did not finish (Ctrl-C before the optimizer
+                # applied it) is not recorded: TF and JAX steps are atomic too.
+                del recorder._eager_rows[eager_before:]
+                raise
             finally:
                 recorder._phase = outer
             if kind != "predict" and recorder._attached:
@@ -702,6 +724,16 @@ class Recorder:
             return
         else:
             cursor_source, rows_source = state.cursor, state.values
+        if not (_capture.is_readable(cursor_source) and _capture.is_readable(rows_source)):
+            self._pending = None
+            self._warn_once(
+                "deleted",
+                "The recorder's last unread steps were lost: JAX deleted the "
+                "training state when fit() was interrupted twice mid-step (the "
+                "model's weights went with it). The history keeps every step "
+                "read before that.",
+            )
+            return
         cursor = int(_capture.to_numpy(cursor_source))
         rows = None if cursor == self._cursor_seen else _capture.to_numpy(rows_source)
         self._unread = 0

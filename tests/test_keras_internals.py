@@ -35,6 +35,25 @@ def test_private_attributes_used_exist():
     for name in ("train_function", "test_function", "predict_function"):
         assert hasattr(model, name)
     assert "training" in inspect.signature(keras.Model.compute_loss).parameters
+    assert internals.raw_value(layer.kernel) is not None
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX trainer state only")
+def test_jax_restore_state_writes_a_step_input_back():
+    import jax.numpy as jnp
+
+    model = models.mlp()
+    x, y = models.data(16)
+    model.fit(x, y, verbose=0)
+    assert callable(model.jax_state_sync) and hasattr(model, "_jax_state_synced")
+    state = model._get_jax_state(trainable_variables=True, non_trainable_variables=True,
+                                 optimizer_variables=True, metrics_variables=True,
+                                 purge_model_variables=True)
+    assert internals.raw_value(model.trainable_variables[0]) is None  # purged, as in fit()
+    state = ([jnp.zeros_like(v) for v in state[0]], *state[1:])
+    assert internals.jax_restore_state(model, "train", (state, iter(())))
+    assert all(float(jnp.abs(v.value).sum()) == 0 for v in model.trainable_variables)
+    assert internals.jax_restore_state(model, "train", ("not a state",)) is False
 
 
 def test_activity_terms_are_added_from_layer_call():
