@@ -91,7 +91,7 @@ def run_demo(epochs: int = 5, csv_path: str | None = None, png_path: str | None 
         print(f"  epoch {epoch + 1}:      {theirs:.6f}  {mine:.6f}", file=out)
     if csv_path:
         history.to_csv(csv_path)
-        print(f"\nwrote {len(history)} records to {csv_path}", file=out)
+        print(f"\nwrote {history.records} records to {csv_path}", file=out)
     if png_path:
         from .plotting import figure_to_png, plot_history
 

@@ -102,31 +102,114 @@ class BreakdownRow(NamedTuple):
 class LossHistory:
     """Per-record values of every loss term, growing while training runs.
 
-    Indexing returns float64 numpy arrays with one value per record:
+    Indexing returns float64 numpy arrays with one value per row:
     ``h["total"]`` is the loss Keras optimised (or, for an eager forward pass,
     the sum of the added terms) and ``h[key]`` one term.  A term that is absent
     from a record (for example an ``add_loss`` guarded by ``if training:`` seen
     in an eval record) reads as NaN there; `present` tells absence apart from a
-    real NaN.  At every record the present terms sum to the total.
+    real NaN.  At every row the present terms sum to the total.
+
+    **Compaction.** Up to ``full_resolution`` records a row is one record.
+    Past that, the oldest records are merged into buckets so that memory stays
+    bounded (1,000,000 records of 16 terms hold about 20 MB): a bucket is one
+    row holding consecutive records of one phase, one epoch, one batch size
+    and the same terms. For a bucket row, ``h[key]`` is the mean over its
+    records, `min` / `max` their extremes (spikes survive), `counts` how many
+    records it holds and `steps` the step of its last record. So every
+    statistic the tables show (means, min, max, per-epoch means) stays exact;
+    only the per-record detail of old records is gone. The most recent
+    ``full_resolution`` records always keep full resolution; buckets double
+    in size whenever there are more than ``max_buckets`` of them.
     """
 
-    def __init__(self, terms: Iterable[Term] = ()):
+    #: Records kept at full resolution (the most recent ones).
+    FULL_RESOLUTION = 32_768
+    #: Bucket rows kept before neighbouring buckets are merged pairwise.
+    MAX_BUCKETS = 8_192
+
+    def __init__(
+        self,
+        terms: Iterable[Term] = (),
+        *,
+        full_resolution: int | None = None,
+        max_buckets: int | None = None,
+    ):
+        self.full_resolution = int(
+            self.FULL_RESOLUTION if full_resolution is None else full_resolution)
+        self.max_buckets = int(self.MAX_BUCKETS if max_buckets is None else max_buckets)
+        if self.full_resolution < 1 or self.max_buckets < 1:
+            raise ValueError(
+                f"full_resolution and max_buckets must be positive; got "
+                f"full_resolution={full_resolution!r}, max_buckets={max_buckets!r}."
+            )
         self._terms: list[Term] = []
         self._columns: dict[str, int] = {}
         self._n = 0
+        self._buckets = 0  # leading rows that are buckets (compacted records)
+        self._bucket_records = 8  # most records a new bucket holds
         self._step = np.empty(0, np.int64)
         self._epoch = np.empty(0, np.int64)
         self._phase = np.empty(0, np.int8)
         self._batch = np.empty(0, np.float64)
         self._total = np.empty(0, np.float64)
+        self._count = np.empty(0, np.int64)
         self._values = np.empty((0, 0), np.float64)
         self._present = np.empty((0, 0), bool)
+        # Extremes of bucket rows; allocated at the first compaction. For a
+        # one-record row they are not kept: its value is its min and max.
+        self._total_min: np.ndarray | None = None
+        self._total_max: np.ndarray | None = None
+        self._min: np.ndarray | None = None
+        self._max: np.ndarray | None = None
         for term in terms:
             self._add_term(term)
 
     # ------------------------------------------------------------------ read
     def __len__(self) -> int:
+        """Number of rows: records, until old records are compacted into buckets."""
         return self._n
+
+    @property
+    def records(self) -> int:
+        """Number of records held, compacted ones included."""
+        return int(self._count[: self._n].sum())
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Records in each row (int64): 1, or the size of a compacted bucket."""
+        return self._count[: self._n].copy()
+
+    @property
+    def compacted(self) -> bool:
+        """True once some rows are buckets of several records."""
+        return bool(np.any(self._count[: self._n] > 1))
+
+    def min(self, key: str = "total") -> np.ndarray:
+        """Per row, the smallest value of ``key`` among its records."""
+        return self._extreme(key, low=True)
+
+    def max(self, key: str = "total") -> np.ndarray:
+        """Per row, the largest value of ``key`` among its records."""
+        return self._extreme(key, low=False)
+
+    def _extreme(self, key: str, low: bool) -> np.ndarray:
+        values = self[key]
+        kept = self._total_min if low else self._total_max
+        if key != "total" and kept is not None:
+            kept = (self._min if low else self._max)[: self._n, self._column(key)]
+        if kept is None:
+            return values
+        bucket = self._count[: self._n] > 1
+        values[bucket] = kept[: self._n][bucket]
+        return values
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the arrays (capacity included)."""
+        arrays = [self._step, self._epoch, self._phase, self._batch, self._total,
+                  self._count, self._values, self._present, self._total_min,
+                  self._total_max, self._min, self._max]
+        return int(sum(a.nbytes for a in arrays if a is not None))
 
     @property
     def terms(self) -> list[Term]:
@@ -260,7 +343,8 @@ class LossHistory:
         epochs = sub.epochs[keep]
         values = sub[key][keep]
         weights = sub.batch_sizes[keep]
-        weights = np.where(np.isnan(weights), 1.0, weights)
+        # A bucket row is the mean of `count` records of one batch size.
+        weights = np.where(np.isnan(weights), 1.0, weights) * sub.counts[keep]
         unique = np.unique(epochs)
         means = np.array(
             [
@@ -279,30 +363,36 @@ class LossHistory:
         total. ``phase=None`` uses every record.
         """
         sub = self if phase is None else self.select(phase=phase)
-        total = sub["total"]
-        total_mean = _safe_mean(total)
+        counts = sub.counts
+
+        def stats(key, keep):
+            values = sub[key][keep]
+            mean = (
+                float(np.sum(values * counts[keep]) / np.sum(counts[keep]))
+                if len(values) else math.nan
+            )
+            return (_last(values), mean, _safe_min(sub.min(key)[keep]),
+                    _safe_max(sub.max(key)[keep]))
+
+        total = stats("total", slice(None))
+        total_mean = total[1]
         rows = []
         for term in sub.terms:
-            values = sub[term.key][sub.present(term.key)]
-            mean = _safe_mean(values)
+            last, mean, low, high = stats(term.key, sub.present(term.key))
             share = 100.0 * mean / total_mean if total_mean not in (0.0,) else math.nan
-            rows.append(
-                BreakdownRow(
-                    term, term.key, _last(values), mean, _safe_min(values),
-                    _safe_max(values), share,
-                )
-            )
+            rows.append(BreakdownRow(term, term.key, last, mean, low, high, share))
         rows.append(
-            BreakdownRow(
-                None, "total", _last(total), total_mean, _safe_min(total),
-                _safe_max(total), 100.0 if len(total) else math.nan,
-            )
+            BreakdownRow(None, "total", *total, 100.0 if len(sub) else math.nan)
         )
         return rows
 
     # --------------------------------------------------------------- export
     def to_dict(self) -> dict[str, np.ndarray]:
-        """Columns as numpy arrays: step, epoch, phase, batch_size, total, terms."""
+        """Columns as numpy arrays: step, epoch, phase, batch_size, total, terms.
+
+        A compacted history adds ``count`` and, for the total and each term,
+        ``min:<key>`` and ``max:<key>`` (see the class docstring).
+        """
         out = {
             "step": self.steps,
             "epoch": self.epochs,
@@ -312,6 +402,11 @@ class LossHistory:
         }
         for key in self.keys():
             out[key] = self[key]
+        if self.compacted:
+            out["count"] = self.counts
+            for key in ["total", *self.keys()]:
+                out[f"min:{key}"] = self.min(key)
+                out[f"max:{key}"] = self.max(key)
         return out
 
     def to_pandas(self):
@@ -330,15 +425,16 @@ class LossHistory:
         term is an empty cell; NaN and infinities are written as ``nan``/``inf``.
         """
         keys = self.keys()
+        extra = _extrema_columns(keys) if self.compacted else []
+        columns = self.to_dict()
         with open(path, "w", newline="", encoding="utf-8") as handle:
             handle.write(_CSV_MAGIC + "\n")
             meta = [dataclasses.asdict(self.term(k)) for k in keys]
             handle.write("# terms: " + json.dumps(meta) + "\n")
             writer = csv.writer(handle)
-            writer.writerow(list(_FIXED_COLUMNS) + keys)
-            cols = [self._columns[k] for k in keys]
-            n = self._n
-            for i in range(n):
+            writer.writerow(list(_FIXED_COLUMNS) + keys + extra)
+            present = {k: self.present(k) for k in ["total", *keys]}
+            for i in range(self._n):
                 row = [
                     int(self._step[i]),
                     int(self._epoch[i]),
@@ -346,10 +442,13 @@ class LossHistory:
                     _fmt(self._batch[i]),
                     _fmt(self._total[i]),
                 ]
-                row += [
-                    _fmt(self._values[i, c]) if self._present[i, c] else ""
-                    for c in cols
-                ]
+                row += [_fmt(columns[k][i]) if present[k][i] else "" for k in keys]
+                for name in extra:
+                    key = name.partition(":")[2]
+                    if name == "count":
+                        row.append(str(int(columns[name][i])))
+                    else:
+                        row.append(_fmt(columns[name][i]) if present[key][i] else "")
                 writer.writerow(row)
 
     @classmethod
@@ -372,38 +471,58 @@ class LossHistory:
             header = next(reader, None)
             if header is None:
                 raise ValueError(f"{path}: the CSV header row is missing (file cut off?).")
-            keys = header[len(_FIXED_COLUMNS):]
-            if header[: len(_FIXED_COLUMNS)] != list(_FIXED_COLUMNS) or keys != [
-                t.key for t in terms
-            ]:
+            fixed, n_terms = len(_FIXED_COLUMNS), len(terms)
+            keys = header[fixed : fixed + n_terms]
+            extra = header[fixed + n_terms :]
+            if (
+                header[:fixed] != list(_FIXED_COLUMNS)
+                or keys != [t.key for t in terms]
+                or extra not in ([], _extrema_columns(keys))
+            ):
                 raise ValueError(f"{path}: header {header} does not match its terms.")
             cols = np.array([history._columns[k] for k in keys], dtype=np.intp)
-            for row in reader:
-                present = np.array(
-                    [cell != "" for cell in row[len(_FIXED_COLUMNS):]], dtype=bool
-                )
-                values = np.array(
-                    [float(c) if c != "" else np.nan for c in row[len(_FIXED_COLUMNS):]]
-                )
-                history._append(
-                    PHASES.index(row[2]),
-                    np.array([int(row[0])]),
-                    np.array([int(row[1])]),
-                    np.array([float(row[3])]),
-                    np.array([float(row[4])]),
-                    cols[present],
-                    values[present][None, :],
-                )
+            rows = list(reader)
+        for row in rows:
+            cells = row[fixed : fixed + n_terms]
+            present = np.array([cell != "" for cell in cells], dtype=bool)
+            values = np.array([float(c) if c != "" else np.nan for c in cells])
+            history._append(
+                PHASES.index(row[2]),
+                np.array([int(row[0])]),
+                np.array([int(row[1])]),
+                np.array([float(row[3])]),
+                np.array([float(row[4])]),
+                cols[present],
+                values[present][None, :],
+                compact=False,
+            )
+        if extra:
+            history._load_extrema(cols, rows, fixed + n_terms)
         return history
 
+    def _load_extrema(self, cols, rows, first: int) -> None:
+        """Counts and extremes of a compacted history read from CSV."""
+        n, k = len(rows), len(cols)
+        table = np.array(
+            [[float(c) if c != "" else np.nan for c in row[first + 1 :]] for row in rows]
+        ).reshape(n, 2 * (k + 1))
+        self._count[:n] = [int(row[first]) for row in rows]
+        self._ensure_extrema()
+        self._total_min[:n], self._total_max[:n] = table[:, 0], table[:, 1]
+        self._min[:n, cols], self._max[:n, cols] = table[:, 2::2], table[:, 3::2]
+        buckets = np.flatnonzero(self._count[:n] > 1)
+        self._buckets = int(buckets[-1] + 1) if len(buckets) else 0
+
     def __repr__(self) -> str:
-        counts = ", ".join(
-            f"{name} {int(np.sum(self._phase[: self._n] == i))}"
+        phases, counts = self._phase[: self._n], self._count[: self._n]
+        parts = ", ".join(
+            f"{name} {int(counts[phases == i].sum())}"
             for i, name in enumerate(PHASES)
-            if np.any(self._phase[: self._n] == i)
+            if np.any(phases == i)
         )
-        inner = f" ({counts})" if counts else ""
-        return f"<LossHistory: {self._n} records{inner}, {len(self.keys())} terms>"
+        inner = f" ({parts})" if parts else ""
+        rows = f" in {self._n} rows" if self.compacted else ""
+        return f"<LossHistory: {self.records} records{inner}{rows}, {len(self.keys())} terms>"
 
     # ------------------------------------------------------------ recording
     def _add_term(self, term: Term) -> int:
@@ -423,7 +542,9 @@ class LossHistory:
             self._resize(self._values.shape[0], max(8, 2 * self._values.shape[1]))
         return col
 
-    def _append(self, phase, steps, epochs, batch, totals, cols, values) -> None:
+    def _append(
+        self, phase, steps, epochs, batch, totals, cols, values, *, compact: bool = True
+    ) -> None:
         """Append records that share one phase and one set of term columns.
 
         Args:
@@ -431,53 +552,178 @@ class LossHistory:
             steps, epochs, batch, totals: 1-D arrays, one entry per record.
             cols: column indices (from `_add_term`) of the recorded terms.
             values: (records, len(cols)) array of term values.
+            compact: merge old records into buckets when past `full_resolution`.
         """
         k = len(totals)
         if k == 0:
             return
         needed = self._n + k
         if needed > self._values.shape[0]:
-            self._resize(max(needed, 2 * self._values.shape[0], 64), self._values.shape[1])
+            grown = min(2 * self._values.shape[0], self._row_limit())
+            self._resize(max(needed, grown, 64), self._values.shape[1])
         s = slice(self._n, needed)
         self._step[s] = steps
         self._epoch[s] = epochs
         self._phase[s] = phase
         self._batch[s] = batch
         self._total[s] = totals
+        self._count[s] = 1
         if len(cols):
             self._values[s, cols] = values
             self._present[s, cols] = True
         self._n = needed
+        if compact and self._n - self._buckets > self.full_resolution + self._slack():
+            self._compact()
+
+    # ----------------------------------------------------------- compaction
+    def _slack(self) -> int:
+        """Records past `full_resolution` before compacting (amortises the copy)."""
+        return max(1, self.full_resolution // 4)
+
+    def _row_limit(self) -> int:
+        return self.max_buckets + self.full_resolution + self._slack() + 256
+
+    def _compact(self) -> None:
+        """Merge all but the newest `full_resolution` records into buckets."""
+        self._ensure_extrema()
+        self._merge(self._buckets, self._n - self.full_resolution, self._bucket_records)
+        while self._buckets > self.max_buckets:
+            before = self._buckets
+            self._bucket_records *= 2
+            self._merge(0, self._buckets, self._bucket_records)
+            if self._buckets >= before:  # only phase/epoch boundaries left
+                break
+
+    def _merge(self, start: int, stop: int, most: int) -> None:
+        """Replace rows [start, stop) by buckets of at most ``most`` records.
+
+        A bucket never spans a change of phase, epoch, batch size or set of
+        present terms, so its mean is exact for every statistic and its
+        records all weigh the same in a batch-size weighted mean.
+        """
+        if stop - start < 2:
+            return
+        rows = slice(start, stop)
+        count = self._count[rows]
+        batch = self._batch[rows]
+        same = (
+            (self._phase[rows][1:] == self._phase[rows][:-1])
+            & (self._epoch[rows][1:] == self._epoch[rows][:-1])
+            & ((batch[1:] == batch[:-1]) | (np.isnan(batch[1:]) & np.isnan(batch[:-1])))
+            & np.all(self._present[rows][1:] == self._present[rows][:-1], axis=1)
+        )
+        run = np.concatenate([[0], np.cumsum(~same)])
+        before_in_run = np.cumsum(count) - count
+        run_start = np.concatenate([[0], np.flatnonzero(~same) + 1])
+        chunk = (before_in_run - before_in_run[run_start][run]) // most
+        new_group = np.concatenate([[True], ~same | (chunk[1:] != chunk[:-1])])
+        starts = np.flatnonzero(new_group)
+        ends = np.concatenate([starts[1:], [stop - start]]) - 1
+        groups = len(starts)
+
+        ones = count == 1
+        counts = np.add.reduceat(count, starts)
+        weights = count.astype(np.float64)
+
+        def merged(mean, low, high):
+            low = np.where(ones, mean, low) if mean.ndim == 1 else np.where(ones[:, None], mean, low)
+            high = np.where(ones, mean, high) if mean.ndim == 1 else np.where(ones[:, None], mean, high)
+            scale = weights if mean.ndim == 1 else weights[:, None]
+            sums = np.add.reduceat(mean * scale, starts, axis=0)
+            divide = counts if mean.ndim == 1 else counts[:, None]
+            return (sums / divide, np.minimum.reduceat(low, starts, axis=0),
+                    np.maximum.reduceat(high, starts, axis=0))
+
+        ncols = self._values.shape[1]
+        total = merged(self._total[rows], self._total_min[rows], self._total_max[rows])
+        values = merged(self._values[rows], self._min[rows, :ncols], self._max[rows, :ncols])
+        firsts = starts + start
+        self._step[start : start + groups] = self._step[ends + start]
+        for name in ("_epoch", "_phase", "_batch", "_present"):
+            arr = getattr(self, name)
+            arr[start : start + groups] = arr[firsts]
+        self._count[start : start + groups] = counts
+        self._total[start : start + groups], self._total_min[start : start + groups], \
+            self._total_max[start : start + groups] = total
+        self._values[start : start + groups], self._min[start : start + groups], \
+            self._max[start : start + groups] = values
+
+        tail = self._n - stop
+        if groups < stop - start:
+            for arr in self._row_arrays():
+                arr[start + groups : start + groups + tail] = arr[stop : self._n]
+            freed = slice(start + groups + tail, self._n)
+            self._values[freed] = np.nan  # appends write only their own columns
+            self._present[freed] = False
+        self._n = start + groups + tail
+        self._buckets = start + groups
+
+    def _ensure_extrema(self) -> None:
+        if self._min is None:
+            rows, cols = self._values.shape
+            self._total_min = np.full(rows, np.nan)
+            self._total_max = np.full(rows, np.nan)
+            self._min = np.full((rows, cols), np.nan)
+            self._max = np.full((rows, cols), np.nan)
+
+    def _row_arrays(self) -> list[np.ndarray]:
+        arrays = [self._step, self._epoch, self._phase, self._batch, self._total,
+                  self._count, self._values, self._present]
+        if self._min is not None:
+            arrays += [self._total_min, self._total_max, self._min, self._max]
+        return arrays
 
     def _resize(self, rows: int, cols: int) -> None:
-        old_rows, old_cols = self._values.shape
-        for name in ("_step", "_epoch", "_phase", "_batch", "_total"):
+        old_cols = self._values.shape[1]
+        for name in ("_step", "_epoch", "_phase", "_batch", "_total", "_count",
+                     "_total_min", "_total_max"):
             arr = getattr(self, name)
-            if rows != arr.shape[0]:
+            if arr is not None and rows != arr.shape[0]:
                 new = np.zeros(rows, arr.dtype)
                 new[: self._n] = arr[: self._n]
                 setattr(self, name, new)
-        values = np.full((rows, cols), np.nan)
-        present = np.zeros((rows, cols), bool)
         keep = min(old_cols, cols)
-        values[: self._n, :keep] = self._values[: self._n, :keep]
-        present[: self._n, :keep] = self._present[: self._n, :keep]
-        self._values, self._present = values, present
+        for name, fill, dtype in (("_values", np.nan, np.float64), ("_present", False, bool),
+                                  ("_min", np.nan, np.float64), ("_max", np.nan, np.float64)):
+            arr = getattr(self, name)
+            if arr is None:
+                continue
+            new = np.full((rows, cols), fill, dtype)
+            new[: self._n, :keep] = arr[: self._n, :keep]
+            setattr(self, name, new)
 
     def _subset(self, rows: np.ndarray) -> "LossHistory":
-        out = LossHistory(self._terms)
+        out = LossHistory(
+            self._terms, full_resolution=self.full_resolution, max_buckets=self.max_buckets
+        )
         k = len(rows)
+        if self._min is not None:
+            out._resize(1, 1)
+            out._ensure_extrema()
         out._resize(max(k, 1), max(len(self._terms), 1))
-        out._step[:k] = self._step[rows]
-        out._epoch[:k] = self._epoch[rows]
-        out._phase[:k] = self._phase[rows]
-        out._batch[:k] = self._batch[rows]
-        out._total[:k] = self._total[rows]
+        for name in ("_step", "_epoch", "_phase", "_batch", "_total", "_count",
+                     "_total_min", "_total_max"):
+            if getattr(self, name) is not None:
+                getattr(out, name)[:k] = getattr(self, name)[rows]
         ncols = len(self._terms)
-        out._values[:k, :ncols] = self._values[rows, :ncols]
-        out._present[:k, :ncols] = self._present[rows, :ncols]
+        for name in ("_values", "_present", "_min", "_max"):
+            if getattr(self, name) is not None:
+                getattr(out, name)[:k, :ncols] = getattr(self, name)[rows, :ncols]
         out._n = k
+        buckets = np.flatnonzero(out._count[:k] > 1)
+        out._buckets = int(buckets[-1] + 1) if len(buckets) else 0
+        out._bucket_records = self._bucket_records
         return out
+
+    def since(self, records: int) -> "LossHistory":
+        """The rows holding records made after the first ``records`` ones.
+
+        Stable under compaction (row numbers are not): a ``%%losses`` cell
+        notes `records` when it starts. A bucket that straddles the point is
+        included whole.
+        """
+        ends = np.cumsum(self._count[: self._n])
+        return self._subset(np.flatnonzero(ends > records))
 
     def _column(self, key: str) -> int:
         try:
@@ -500,8 +746,19 @@ class LossHistory:
 
     def _is_zero(self, col: int) -> bool:
         n = self._n
-        values = self._values[:n, col][self._present[:n, col]]
-        return bool(np.all(values == 0.0))
+        present = self._present[:n, col]
+        values = [self._values[:n, col][present]]
+        if self._min is not None:  # a bucket's mean can be 0 while its records are not
+            values += [self._min[:n, col][present & (self._count[:n] > 1)],
+                       self._max[:n, col][present & (self._count[:n] > 1)]]
+        return all(bool(np.all(v == 0.0)) for v in values)
+
+
+def _extrema_columns(keys: list[str]) -> list[str]:
+    columns = ["count"]
+    for key in ["total", *keys]:
+        columns += [f"min:{key}", f"max:{key}"]
+    return columns
 
 
 def _fmt(value: float) -> str:

@@ -207,7 +207,7 @@ class LossInspectMagics(Magics):
         else:
             recorder = attach(model, every=args.every, nan=args.nan)
             self._owned.append(recorder)
-        start = len(recorder.history)
+        start = recorder.history.records
         live = None
         if not args.quiet and live_widgets_enabled(args.live):
             live = self._start_live(recorder, args)

@@ -35,7 +35,7 @@ class LossReport:
         full = recorder.history
         self.recorder = recorder
         self.model_name = recorder._model_name
-        self.history: LossHistory = full._subset(np.arange(start, len(full)))
+        self.history: LossHistory = full.since(start)
         self.view = view
         self.logy = logy
         self.error = error
@@ -69,7 +69,7 @@ class LossReport:
 
     def __repr__(self) -> str:
         return (
-            f"<LossReport {self.model_name!r}: {len(self.history)} records, "
+            f"<LossReport {self.model_name!r}: {self.history.records} records, "
             f"{len(self.history.keys())} terms>"
         )
 

@@ -92,7 +92,7 @@ class LiveView:
         if not final and now - self._last < self._interval:
             return False
         history = self.recorder.history
-        if final and not force and len(history) == self._drawn_records and self.renders:
+        if final and not force and history.records == self._drawn_records and self.renders:
             return False  # the final state is already on screen
         phase = effective_phase(history, self.options["phase"])
         self._figure = plotting.plot_history(
@@ -103,7 +103,7 @@ class LiveView:
         self.status.value = _status(self.recorder, "done" if final else "training")
         self._interval = self._spacing(self._clock() - now)
         self._last = self._clock()
-        self._drawn_records = len(history)
+        self._drawn_records = history.records
         self.renders += 1
         return True
 
@@ -209,7 +209,7 @@ class Dashboard:
 def _status(recorder, state: str, max_terms: int = 6) -> str:
     """One line: state, step / epoch, record count, then the latest values."""
     history = recorder.history
-    n = len(history)
+    n = history.records
     name = f"<code>{escape(recorder._model_name)}</code>"
     if n == 0:
         return f"{name}: {escape(state)}"

@@ -866,3 +866,122 @@ def test_repr_lists_phases_in_phase_order_and_skips_missing_ones():
     append(h, CALL, [c], [[1.0]])
     append(h, TRAIN, [c], [[1.0], [2.0]])
     assert repr(h) == "<LossHistory: 3 records (train 2, call 1), 1 terms>"
+
+
+# ---------------------------------------------------------------- compaction
+def realistic_history(full_resolution, max_buckets=8, seed=0):
+    """Train epochs with a ragged last batch and a spike, eval batches after
+    each epoch, an add_loss present in train records only, a NaN-batch call."""
+    rng = np.random.default_rng(seed)
+    h = LossHistory(full_resolution=full_resolution, max_buckets=max_buckets)
+    comp = h._add_term(Term("compiled", "compiled"))
+    aux = h._add_term(Term("add_loss:m/aux", "add_loss", layer="m/aux"))
+    step = 0
+    for epoch in range(4):
+        for start in range(0, 300, 50):  # blocks of 50, as a recorder reads
+            k = 50
+            values = rng.random((k, 2))
+            if epoch == 0 and start == 100:
+                values[7, 1] = 1e3  # a spike that must survive compaction
+            batch = np.full(k, 32.0)
+            if start == 250:
+                batch[-1] = 5.0  # ragged last batch
+            h._append(0, np.arange(step + 1, step + k + 1), np.full(k, epoch), batch,
+                      values.sum(axis=1), np.array([comp, aux]), values)
+            step += k
+        values = rng.random((10, 1))
+        h._append(1, np.full(10, step), np.full(10, epoch), np.full(10, 16.0),
+                  values[:, 0], np.array([comp]), values)
+    h._append(2, np.array([step]), np.array([-1]), np.array([np.nan]),
+              np.array([0.5]), np.array([aux]), np.array([[0.5]]))
+    return h
+
+
+def test_compaction_bounds_rows_and_keeps_every_statistic_exact():
+    exact = realistic_history(full_resolution=10_000)
+    small = realistic_history(full_resolution=100, max_buckets=8)
+    assert not exact.compacted and small.compacted
+    assert len(small) < len(exact) // 3 and small.records == exact.records == 1241
+    assert small._bucket_records > 8  # buckets doubled to stay under max_buckets
+    for phase in ("train", "eval"):
+        for key in ("total", "compiled", "add_loss:m/aux"):
+            e_epochs, e_means = exact.epoch_means(key, phase)
+            s_epochs, s_means = small.epoch_means(key, phase)
+            assert list(s_epochs) == list(e_epochs)
+            np.testing.assert_allclose(s_means, e_means, rtol=1e-12)
+        for e_row, s_row in zip(exact.breakdown(phase), small.breakdown(phase)):
+            assert s_row.key == e_row.key
+            np.testing.assert_allclose(
+                [s_row.last, s_row.mean, s_row.min, s_row.max, s_row.share],
+                [e_row.last, e_row.mean, e_row.min, e_row.max, e_row.share], rtol=1e-12)
+    assert np.nanmax(small.max("add_loss:m/aux")) == 1e3  # the spike survived
+    # rows still add up, and the newest records keep full resolution
+    parts = np.nansum([np.where(small.present(k), small[k], 0) for k in small.keys()], axis=0)
+    np.testing.assert_allclose(parts, small["total"], rtol=1e-12)
+    assert list(small.counts[-100:]) == [1] * 100
+    np.testing.assert_array_equal(small["total"][-100:], exact["total"][-100:])
+
+
+def test_a_bucket_never_spans_phase_epoch_batch_size_or_terms():
+    small = realistic_history(full_resolution=100, max_buckets=8)
+    exact = realistic_history(full_resolution=10_000)
+    ends = np.cumsum(small.counts) - 1
+    starts = ends - small.counts + 1
+    for name in ("phases", "epochs", "batch_sizes"):
+        a, b = getattr(exact, name)[starts], getattr(exact, name)[ends]
+        assert np.all((a == b) | (pd_isnan(a) & pd_isnan(b))), name
+    for key in small.keys():
+        assert np.all(exact.present(key)[starts] == exact.present(key)[ends])
+    np.testing.assert_array_equal(small.steps, exact.steps[ends])  # a bucket's last step
+
+
+def pd_isnan(a):
+    return np.isnan(a) if a.dtype.kind == "f" else np.zeros(len(a), bool)
+
+
+def test_min_and_max_equal_the_values_of_uncompacted_rows():
+    h = two_term_history()
+    for key in ["total", *h.keys()]:
+        np.testing.assert_array_equal(h.min(key), h[key])
+        np.testing.assert_array_equal(h.max(key), h[key])
+    assert list(h.counts) == [1] * len(h) and h.records == len(h)
+
+
+def test_million_records_of_sixteen_terms_fit_in_32_mb():
+    h = LossHistory()
+    cols = np.array([h._add_term(Term(f"t{i}", "add_loss")) for i in range(16)])
+    values = np.random.default_rng(0).random((1000, 16))
+    for block in range(1000):
+        h._append(0, np.arange(block * 1000 + 1, block * 1000 + 1001), np.full(1000, block // 100),
+                  np.full(1000, 32.0), values.sum(axis=1), cols, values)
+    assert h.records == 1_000_000
+    assert h.nbytes <= 32 * 2**20, h.nbytes
+    assert list(h.counts[-LossHistory.FULL_RESOLUTION:]) == [1] * LossHistory.FULL_RESOLUTION
+    epochs, means = h.epoch_means("t3")
+    np.testing.assert_allclose(means, np.full(10, values[:, 3].mean()), rtol=1e-9)
+
+
+def test_compacted_history_round_trips_through_csv(tmp_path):
+    small = realistic_history(full_resolution=100, max_buckets=8)
+    small.to_csv(tmp_path / "h.csv")
+    back = LossHistory.from_csv(tmp_path / "h.csv")
+    assert back.records == small.records and len(back) == len(small)
+    for key in ["total", *small.keys()]:
+        np.testing.assert_array_equal(back.counts, small.counts)
+        for read in (lambda h: h[key], lambda h: h.min(key), lambda h: h.max(key)):
+            np.testing.assert_array_equal(read(back), read(small))
+    frame = small.to_pandas()
+    assert {"count", "min:total", "max:add_loss:m/aux"} <= set(frame.columns)
+
+
+def test_since_counts_records_not_rows():
+    small = realistic_history(full_resolution=100, max_buckets=8)
+    tail = small.since(small.records - 25)
+    assert tail.records == 25 and list(tail.phases[-1:]) == ["call"]
+    assert small.since(0).records == small.records
+    assert small.since(small.records).records == 0
+
+
+def test_bad_resolution_is_a_clear_error():
+    with pytest.raises(ValueError, match="full_resolution=0"):
+        LossHistory(full_resolution=0)
