@@ -47,11 +47,15 @@ def plot_history(history, *, view="stack", phase="train", logy=False, smoothing=
             ``max_terms - 1`` largest by mean |value| are kept and the rest
             summed into ``"other (N terms)"``, so the legend stays readable.
         title: axes title; defaults to ``"Loss breakdown (<phase>)"``.
-        figure: a Figure to clear and draw into (live updates reuse one
-            figure instead of leaking a new one per update).
+        figure: a Figure to draw into. A figure this function drew before
+            with the same terms and options is updated in place (its axes,
+            ticks and legend are kept and only the data artists replaced):
+            that is what keeps live redraws of long histories fast.
 
     Returns:
         The `matplotlib.figure.Figure`; `plotted_series` gives its data.
+        For a compacted history (see `LossHistory`) the total's min-max
+        range per bucket is shaded, so spikes stay visible.
 
     Raises:
         ValueError: for an unknown view or phase, or a bad smoothing or
@@ -60,21 +64,100 @@ def plot_history(history, *, view="stack", phase="train", logy=False, smoothing=
     _check(view, phase, smoothing, max_terms)
     phase = "all" if phase is None else phase
     hidden = {hidden} if isinstance(hidden, str) else set(hidden)
-    logy = logy and view != "share"
+    frame = _frame(history, view, phase, logy and view != "share", smoothing, hidden, max_terms)
+    title = f"Loss breakdown ({phase})" if title is None else title
+    key = (frame.layout, title)
+    live = getattr(figure, "_loss_inspect_live", None)
+    if live is not None and live[0] == key and figure.axes == [live[1]]:
+        ax, artists = live[1], live[2]
+        for artist in artists:
+            artist.remove()
+        ax.relim()  # forget the removed data; the new artists add theirs
+        artists[:] = _draw_data(ax, frame, figure)
+        ax.autoscale_view()
+        _keep_layout_unless_ticks_widen(figure, ax)
+        return figure
     fig = _prepare_figure(figure)
     ax = fig.add_subplot()
-    ax.set_title(f"Loss breakdown ({phase})" if title is None else title)
-    ax.set_xlabel("step")
+    ax.set_title(title)
+    ax.set_xlabel(frame.xlabel)
     ax.set_ylabel("share of total (%)" if view == "share" else "loss")
-    series = fig._loss_inspect_series = {}
-    main, evals = _select(history, phase)
-    if view == "share" or not len(evals):
-        evals = None  # eval totals are losses, not shares
-    if not len(main) and evals is None:
+    if frame.empty:
+        fig._loss_inspect_series = {}
+        fig._loss_inspect_live = None
         ax.text(0.5, 0.5, "no records yet", transform=ax.transAxes,
                 ha="center", va="center", color="0.4")
         return fig
+    artists = _draw_data(ax, frame, fig)
+    ax.grid(True, alpha=0.3)
+    _legend(ax, len(frame.labels) if view != "lines" and frame.stacked else 0)
+    fig._loss_inspect_live = (key, ax, artists)
+    fig._loss_inspect_tick_width = _tick_width(ax)
+    fig._loss_inspect_frozen = False
+    return fig
 
+
+def _tick_width(ax) -> int:
+    """Characters in the widest y tick label (what the left margin depends on)."""
+    axis = ax.yaxis
+    labels = axis.get_major_formatter().format_ticks(axis.get_majorticklocs())
+    return max((len(label) for label in labels), default=0)
+
+
+def _keep_layout_unless_ticks_widen(figure, ax):
+    """Freeze the constrained layout between live frames (it costs a third of
+    a frame), but lay out again when wider y tick labels need more room."""
+    width = _tick_width(ax)
+    frozen = width <= figure._loss_inspect_tick_width
+    figure._loss_inspect_tick_width = max(width, figure._loss_inspect_tick_width)
+    figure.set_layout_engine("none" if frozen else "constrained")
+    figure._loss_inspect_frozen = frozen
+
+
+def _draw_canvas(figure):
+    """Draw `figure` on its Agg canvas; a live figure's legend is pasted.
+
+    The legend of a figure updated in place does not change while the
+    layout is frozen, and its text is a third of a frame's drawing time:
+    its pixels are kept from the frame that drew it and pasted back.
+    """
+    canvas = figure.canvas
+    live = getattr(figure, "_loss_inspect_live", None)
+    legend = live[1].get_legend() if live is not None else None
+    if legend is None or not getattr(figure, "_loss_inspect_frozen", False):
+        canvas.draw()  # the layout may move the legend: nothing to reuse
+        figure._loss_inspect_legend_pixels = None
+        if legend is None:
+            return
+        box = legend.get_window_extent(canvas.get_renderer())
+        figure._loss_inspect_legend_pixels = (figure.dpi, canvas.copy_from_bbox(box))
+        return
+    cached = getattr(figure, "_loss_inspect_legend_pixels", None)
+    if cached is not None and cached[0] == figure.dpi:
+        legend.set_visible(False)
+        try:
+            canvas.draw()
+        finally:
+            legend.set_visible(True)
+        canvas.restore_region(cached[1])
+        return
+    canvas.draw()
+    box = legend.get_window_extent(canvas.get_renderer())
+    figure._loss_inspect_legend_pixels = (figure.dpi, canvas.copy_from_bbox(box))
+
+
+class _Frame:
+    """What one plot shows, as arrays: computed first, then drawn or updated."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+
+def _frame(history, view, phase, logy, smoothing, hidden, max_terms) -> _Frame:
+    main, evals = _select(history, phase)
+    if view == "share" or not len(evals):
+        evals = None  # eval totals are losses, not shares
+    empty = not len(main) and evals is None
     x = main.steps.astype(np.float64)
     by_record = (len(x) > 1 and bool(np.all(x == x[0]))
                  and bool(np.all(main.phases == "call")))
@@ -82,45 +165,85 @@ def plot_history(history, *, view="stack", phase="train", logy=False, smoothing=
         # Eager calls in a custom loop never advance Keras's optimizer step:
         # plot them in the order they were recorded instead of on one x.
         x = np.arange(1, len(x) + 1, dtype=np.float64)
-        ax.set_xlabel("record (forward pass)")
     labels, ys, present = _term_series(main, hidden, max_terms)
     total = _clean(main["total"])
+    total_range = None
+    if main.compacted and smoothing <= 1 and view != "share":
+        total_range = (_clean(main.min("total")), _clean(main.max("total")))
     if smoothing > 1:
         ys = [_smooth(y, smoothing) for y in ys]
         total = _smooth(total, smoothing)
-    pos = (lambda y: np.where(y > 0, y, np.nan)) if logy else (lambda y: y)
-    if view == "lines":
-        for label, y, p, color in zip(labels, ys, present, _colors(labels)):
-            y = np.where(p, y, np.nan)  # an absent term is a gap, not a zero
-            _draw_line(ax, series, label, x, pos(y), color=color, lw=1.2)
-    elif len(x):
+    keep = None
+    if view != "lines" and len(x):
         if view == "share":
             with np.errstate(divide="ignore", invalid="ignore"):
                 ys = [y * np.where(total != 0, 100.0 / total, np.nan) for y in ys]
-            ax.set_ylim(0, 100)
         elif logy:  # a zero-height band is harmless on a log axis
             ys = [np.where(y < 0, np.nan, y) for y in ys]
         # One set of records for every band (and the total), so bands stay
         # stacked after decimation: where the top edge peaks or dips.
         keep = _decimate(np.sum(ys, axis=0) if ys else total)
-        if ys:
-            ax.stackplot(x[keep], *[y[keep] for y in ys], labels=labels,
-                         colors=_colors(labels), alpha=0.85, linewidth=0)
-        series.update((label, (x[keep], y[keep])) for label, y in zip(labels, ys))
-    if view != "share" and len(x):
-        _draw_line(ax, series, "total", x, pos(total), color="black", lw=1.5,
+    epochs = main.epochs
+    starts = np.flatnonzero((epochs[1:] != epochs[:-1]) & (epochs[1:] >= 0)) + 1
+    found = [h.first_nonfinite() for h in ([main] if evals is None else [main, evals])]
+    nonfinite = [f.record + 1 if by_record else f.step for f in found if f is not None]
+    xlabel = "record (forward pass)" if by_record else "step"
+    return _Frame(
+        view=view, logy=logy, empty=empty, x=x, labels=labels, ys=ys, present=present,
+        total=total, total_range=total_range, keep=keep, stacked=bool(len(x)),
+        evals=None if evals is None else (evals.steps.astype(np.float64),
+                                          _clean(evals["total"])),
+        epoch_x=main.steps[starts].astype(np.float64),
+        nonfinite_x=min(nonfinite) if nonfinite else None, xlabel=xlabel,
+        # What the axes, legend and labels depend on: equal layouts are
+        # redrawn in place.
+        layout=(view, logy, xlabel, tuple(labels), evals is None, total_range is None,
+                bool(len(x)), empty),
+    )
+
+
+def _draw_data(ax, frame, fig) -> list:
+    """Draw the data of `frame` on `ax`; return the artists (to replace later)."""
+    series = fig._loss_inspect_series = {}
+    before = set(ax.get_children())
+    x, logy, view = frame.x, frame.logy, frame.view
+    pos = (lambda y: np.where(y > 0, y, np.nan)) if logy else (lambda y: y)
+    keep = frame.keep
+    if frame.total_range is not None and len(x):
+        low, high = frame.total_range
+        k = _decimate(high)
+        if not isinstance(k, slice):  # keep both the highest and the lowest records
+            k = np.union1d(k, _decimate(low))
+        ax.fill_between(x[k], pos(low[k]), pos(high[k]), color="0.3", alpha=0.18,
+                        linewidth=0, label="_total range")
+        series["total min"], series["total max"] = (x[k], pos(low[k])), (x[k], pos(high[k]))
+    if view == "lines":
+        for label, y, p, color in zip(frame.labels, frame.ys, frame.present,
+                                      _colors(frame.labels)):
+            y = np.where(p, y, np.nan)  # an absent term is a gap, not a zero
+            _draw_line(ax, series, label, x, pos(y), color=color, lw=1.2)
+    elif len(x):
+        if frame.ys:
+            ax.stackplot(x[keep], *[y[keep] for y in frame.ys], labels=frame.labels,
+                         colors=_colors(frame.labels), alpha=0.85, linewidth=0)
+        series.update((label, (x[keep], y[keep])) for label, y in zip(frame.labels, frame.ys))
+    if view == "share":
+        ax.set_ylim(0, 100)
+    elif len(x):
+        _draw_line(ax, series, "total", x, pos(frame.total), color="black", lw=1.5,
                    keep=None if view == "lines" else keep)
-    if evals is not None:
-        _draw_line(ax, series, "eval total", evals.steps.astype(np.float64),
-                   pos(_clean(evals["total"])), ls="none", marker="o", ms=4,
+    if frame.evals is not None:
+        ex, ey = frame.evals
+        _draw_line(ax, series, "eval total", ex, pos(ey), ls="none", marker="o", ms=4,
                    mfc="white", mec="black")
-    _mark_epochs(ax, main)
-    _mark_nonfinite(ax, [main] if evals is None else [main, evals], by_record)
+    if len(frame.epoch_x):  # dotted grey lines where a new epoch starts
+        ax.vlines(frame.epoch_x, 0, 1, transform=ax.get_xaxis_transform(),
+                  colors="0.6", linestyles=":", linewidth=1, label="_epochs")
+    if frame.nonfinite_x is not None:  # the first step with a non-finite value
+        ax.axvline(frame.nonfinite_x, color="red", lw=1.2, label="non-finite")
     if logy and any(np.any(y > 0) for _, y in series.values()):
         ax.set_yscale("log")  # only with positive data: else matplotlib warns
-    ax.grid(True, alpha=0.3)
-    _legend(ax, len(labels) if view != "lines" and len(x) else 0)
-    return fig
+    return [a for a in ax.get_children() if a not in before]
 
 
 def figure_to_png(figure, dpi=100, fast=False) -> bytes:
@@ -133,11 +256,26 @@ def figure_to_png(figure, dpi=100, fast=False) -> bytes:
     import matplotlib
 
     buffer = io.BytesIO()
+    if fast:
+        # One draw straight to PNG: savefig draws twice when the figure has a
+        # layout engine (a dry run, then the real one).
+        from PIL import Image
+
+        saved_dpi = figure.dpi
+        figure.set_dpi(dpi)
+        try:
+            _draw_canvas(figure)
+            pixels = figure.canvas.buffer_rgba()
+            image = Image.frombuffer("RGBA", (pixels.shape[1], pixels.shape[0]), pixels,
+                                     "raw", "RGBA", 0, 1)
+            image.save(buffer, format="png", compress_level=1)
+        finally:
+            figure.set_dpi(saved_dpi)
+        return buffer.getvalue()
     # rc_context only when needed: it resets every rcParam on exit.
     standard = matplotlib.rcParams["savefig.bbox"] is None
     with nullcontext() if standard else matplotlib.rc_context({"savefig.bbox": None}):
-        options = {"pil_kwargs": {"compress_level": 1}} if fast else {}
-        figure.savefig(buffer, format="png", dpi=dpi, **options)
+        figure.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
 
 
@@ -191,8 +329,10 @@ def _prepare_figure(figure):
         figure = Figure(figsize=_FIGSIZE, layout="constrained")
         FigureCanvasAgg(figure)
         return figure
+    frozen_by_us = getattr(figure, "_loss_inspect_frozen", False)
     figure.clear()
-    if figure.get_layout_engine() is None:  # the outside legend needs room
+    figure._loss_inspect_live = figure._loss_inspect_frozen = None
+    if figure.get_layout_engine() is None or frozen_by_us:  # the legend needs room
         figure.set_layout_engine("constrained")
     return figure
 
@@ -275,20 +415,3 @@ def _legend(ax, stacked):
               loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
               fontsize="small" if n <= 12 else "x-small" if n <= 16 else "xx-small",
               ncols=1 if n <= 20 else 2, borderaxespad=0.0)
-
-
-def _mark_epochs(ax, history):
-    """Dotted grey lines where a new epoch (>= 0) starts; no legend entry."""
-    epochs = history.epochs
-    starts = np.flatnonzero((epochs[1:] != epochs[:-1]) & (epochs[1:] >= 0)) + 1
-    if len(starts):
-        ax.vlines(history.steps[starts], 0, 1, transform=ax.get_xaxis_transform(),
-                  colors="0.6", linestyles=":", linewidth=1, label="_epochs")
-
-
-def _mark_nonfinite(ax, histories, by_record=False):
-    """A red line at the first step (or record) with a non-finite term or total."""
-    found = [h.first_nonfinite() for h in histories]
-    steps = [f.record + 1 if by_record else f.step for f in found if f is not None]
-    if steps:
-        ax.axvline(min(steps), color="red", lw=1.2, label="non-finite")

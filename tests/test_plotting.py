@@ -395,8 +395,8 @@ def test_bad_arguments_raise_value_error_naming_the_value(kwargs, bad):
 # ---------------------------------------------------------------- large histories
 
 
-def large_history(n_records=100_000, n_terms=16, spike_at=None):
-    h = LossHistory()
+def large_history(n_records=100_000, n_terms=16, spike_at=None, full_resolution=None):
+    h = LossHistory(full_resolution=full_resolution)
     cols = add_terms(h, n_terms)
     rng = np.random.default_rng(1)
     values = rng.random((n_records, n_terms)) + 1.0
@@ -421,13 +421,43 @@ def test_render_time_of_a_100k_record_16_term_history(capsys):
 
 @pytest.mark.parametrize("view", ["stack", "lines"])
 def test_a_one_record_spike_survives_decimation(view):
-    h = large_history(spike_at=54_321)
+    h = large_history(spike_at=54_321, full_resolution=200_000)
+    assert not h.compacted
     s = plotted_series(plot_history(h, view=view, max_terms=16))
     x, y = s["add_loss:m/l3"]
     assert len(x) <= 2_100  # decimated for drawing
     assert y.max() == 1000.0 and x[np.argmax(y)] == h.steps[54_321]
     assert s["total"][1].max() == h["total"].max()
     assert s["total"][0][0] == 1 and s["total"][0][-1] == 100_000  # full range
+
+
+@pytest.mark.parametrize("view", ["stack", "lines"])
+def test_a_spike_in_compacted_records_survives_as_the_total_range(view):
+    h = large_history(spike_at=1_234)
+    assert h.compacted and h.counts[0] > 1
+    s = plotted_series(plot_history(h, view=view, max_terms=16))
+    assert s["total max"][1].max() == h.max("total").max() > 1000.0
+    assert s["total min"][1].min() == h.min("total").min()
+    assert s["total"][1].max() < 1000.0  # the bucket's mean, drawn as the line
+
+
+def test_a_reused_figure_is_updated_in_place_with_the_new_data():
+    h = large_history(n_records=1_000, n_terms=3)
+    fig = plot_history(h, view="stack")
+    ax, legend = fig.axes[0], fig.axes[0].get_legend()
+    append(h, TRAIN, [0, 1, 2], np.full((500, 3), 5.0), steps=np.arange(1001, 1501),
+           epochs=np.full(500, 1))
+    assert plot_history(h, view="stack", figure=fig) is fig
+    assert fig.axes == [ax] and ax.get_legend() is legend  # kept, not rebuilt
+    s = plotted_series(fig)
+    assert s["total"][0][-1] == 1500 and s["total"][1][-1] == 15.0
+    assert ax.get_xlim()[1] >= 1500 and ax.get_ylim()[1] >= 15.0  # rescaled
+    assert len(ax.collections) == 3 + 1  # three bands and the epoch lines, once
+    fresh = plot_history(h, view="stack")
+    for label, (x, y) in plotted_series(fresh).items():
+        np.testing.assert_array_equal(s[label][1], y)
+    plot_history(h, view="lines", figure=fig)  # other options: a new axes
+    assert fig.axes[0] is not ax
 
 
 def test_call_records_at_one_step_are_plotted_by_record_order():
@@ -443,3 +473,41 @@ def test_call_records_at_one_step_are_plotted_by_record_order():
     np.testing.assert_array_equal(x, np.arange(1, n + 1))
     np.testing.assert_array_equal(y, values)
     assert fig.axes[0].get_xlabel() == "record (forward pass)"
+
+
+def decode(png):
+    return matplotlib.image.imread(io.BytesIO(png), format="png")
+
+
+def test_live_frames_freeze_the_layout_and_paste_the_legend_pixel_exact():
+    h = large_history(n_records=2_000, n_terms=5)
+    fig = plot_history(h)
+    figure_to_png(fig, dpi=80, fast=True)
+    append(h, TRAIN, list(range(5)), np.full((10, 5), 1.2), steps=np.arange(2001, 2011))
+    plot_history(h, figure=fig)
+    assert fig._loss_inspect_frozen  # same tick widths: no new layout
+    figure_to_png(fig, dpi=80, fast=True)  # draws the legend, keeps its pixels
+    pasted = figure_to_png(fig, dpi=80, fast=True)
+    fig._loss_inspect_legend_pixels = None
+    drawn = figure_to_png(fig, dpi=80, fast=True)
+    np.testing.assert_array_equal(decode(pasted), decode(drawn))
+    assert decode(drawn).shape[:2] == (round(3.8 * 80), round(7.5 * 80))
+    append(h, TRAIN, list(range(5)), np.full((10, 5), 1e4), steps=np.arange(2011, 2021))
+    plot_history(h, figure=fig)
+    assert not fig._loss_inspect_frozen  # wider y labels ("50000"): laid out again
+    plot_history(h, figure=fig, view="lines")
+    assert fig.get_layout_engine().__class__.__name__ == "ConstrainedLayoutEngine"
+
+
+def test_a_redraw_of_a_million_records_stays_readable():
+    h = LossHistory()
+    cols = add_terms(h, 16)
+    values = np.random.default_rng(0).random((10_000, 16))
+    for block in range(100):
+        append(h, TRAIN, cols, values, steps=np.arange(block * 10_000 + 1, block * 10_000 + 10_001),
+               epochs=np.full(10_000, block // 10))
+    fig = plot_history(h, max_terms=16)
+    png = figure_to_png(plot_history(h, max_terms=16, figure=fig), dpi=80, fast=True)
+    assert png.startswith(b"\x89PNG")
+    s = plotted_series(fig)
+    assert s["total"][0][-1] == 1_000_000 and len(s["total"][0]) <= 2_100
