@@ -545,7 +545,7 @@ def test_values_are_numpy_floats_no_tensors_kept():
         model(x[:4], training=True)
     h = rec.history
     for name, value in vars(h).items():
-        assert isinstance(value, (np.ndarray, list, dict, int)), name
+        assert value is None or isinstance(value, (np.ndarray, list, dict, int)), name
         if isinstance(value, np.ndarray):
             assert value.dtype in (np.float64, np.int64, np.int8, bool), name
     assert rec._eager_rows == [] and len(rec._registry) == 0
