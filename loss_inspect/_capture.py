@@ -84,12 +84,18 @@ class StateBuffer(keras.metrics.Metric):
         pass
 
     def write(self, row) -> None:
-        """Store ``row`` (length <= width) at the cursor and advance it."""
-        row = ops.pad(row, [[0, self.width - row.shape[0]]])
+        """Store ``row`` (length <= width) at the cursor and advance it.
+
+        A scatter, not ``slice_update``: on TensorFlow without XLA the latter
+        is an XLA op compiled on demand, several times dearer per step.
+        """
+        if row.shape[0] < self.width:
+            row = ops.pad(row, [[0, self.width - row.shape[0]]])
         cursor = self.cursor.value
         index = ops.mod(cursor, self.rows)
         self.values.assign(
-            ops.slice_update(self.values.value, (index, 0), ops.expand_dims(row, 0))
+            ops.scatter_update(self.values.value, ops.reshape(index, (1, 1)),
+                               ops.expand_dims(row, 0))
         )
         self.cursor.assign(cursor + 1)
 
@@ -130,15 +136,28 @@ def to_numpy(value) -> np.ndarray:
     return np.asarray(value)  # JAX arrays, numpy, Python numbers
 
 
-def pack_row(layout_id: int, batch, total, values, dtype):
-    """Stack header and values into one 1-D tensor, cut off from autograd."""
-    parts = [
-        ops.convert_to_tensor(float(layout_id), dtype=dtype),
-        ops.cast(batch, dtype),
-        ops.cast(ops.reshape(total, ()), dtype),
-    ]
-    parts += [ops.cast(ops.reshape(v, ()), dtype) for v in values]
-    return ops.stop_gradient(ops.stack(parts))
+def pack_row(layout_id: int, batch, total, values, dtype, eager: bool):
+    """Stack header and values into one 1-D tensor.
+
+    Casts and reshapes are only added where needed (each is an op per step
+    on TensorFlow's executor); an eager row is cut off from autograd, so it
+    keeps no graph alive while it waits for the host.
+    """
+    parts = [ops.convert_to_tensor(float(layout_id), dtype=dtype), _scalar(batch, dtype)]
+    parts += [_scalar(v, dtype) for v in (total, *values)]
+    row = ops.stack(parts)
+    return ops.stop_gradient(row) if eager else row
+
+
+def _scalar(value, dtype):
+    if isinstance(value, (int, float)):  # a static batch size
+        return ops.convert_to_tensor(float(value), dtype=dtype)
+    shape = getattr(value, "shape", None)
+    if shape is None or len(shape) != 0:
+        value = ops.reshape(value, ())
+    if keras.backend.standardize_dtype(getattr(value, "dtype", None) or "float64") != dtype:
+        value = ops.cast(value, dtype)
+    return value
 
 
 def batch_size_of(y_pred):

@@ -646,7 +646,7 @@ class Recorder:
 
         layout = self._layouts.intern(self._phase, origins)
         row = _capture.pack_row(
-            layout.id, _capture.batch_size_of(y_pred), total, values, self._dtype
+            layout.id, _capture.batch_size_of(y_pred), total, values, self._dtype, eager
         )
         if eager:
             self._eager_rows.append((layout, row))
