@@ -257,7 +257,7 @@ class LossInspectMagics(Magics):
 
         phase = None if args.phase == "all" else args.phase
         live = LiveView(recorder, view="stack" if args.plot == "none" else args.plot,
-                        phase=phase, logy=args.logy)
+                        phase=phase, logy=args.logy, final_in_fit=False)
         recorder.add_listener(live)
         display(live)
         return live

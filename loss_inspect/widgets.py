@@ -57,13 +57,17 @@ class LiveView:
         max_overhead: largest share of wall time spent drawing.
         first_frame_cost: assumed cost of a frame until one has been timed.
         dpi: resolution of the live frames.
+        final_in_fit: draw the final frame when ``fit()`` returns. ``%%losses``
+            passes False and draws it when the cell ends, so that no frame
+            is drawn inside ``fit()`` but the throttled ones.
         clock: a monotonic clock (tests pass a fake one).
     """
 
     def __init__(self, recorder, *, view="stack", phase="train", logy=False,
                  smoothing=0, hidden=(), min_interval=0.25, max_overhead=0.04,
-                 first_frame_cost=0.1, dpi=80, clock=time.monotonic):
+                 first_frame_cost=0.1, dpi=80, final_in_fit=True, clock=time.monotonic):
         self.recorder = recorder
+        self.final_in_fit = final_in_fit
         self.options = dict(view=view, phase=phase, logy=logy, smoothing=smoothing,
                             hidden=tuple(hidden))
         self.min_interval = min_interval
@@ -75,12 +79,17 @@ class LiveView:
         self._last = clock()  # the first redraw also respects the budget
         self._drawn_records = -1
         self._figure = None
-        self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
+        # align_self: a VBox stretches its children to its width, which showed
+        # the PNG upscaled and blurry in JupyterLab and Notebook 7 (tests/e2e).
+        self.image = widgets.Image(format="png", layout=widgets.Layout(
+            max_width="100%", align_self="flex-start"))
         self.status = widgets.HTML(value=_status(recorder, "waiting for the first step"))
         self.widget = _Box([self.status, self.image],
                            label=f"LiveView(model={recorder._model_name!r})")
 
     def __call__(self, recorder, final: bool) -> None:
+        if final and not self.final_in_fit:
+            return  # the owner draws the final state later
         self.update(final=final)
 
     def update(self, final: bool = False, force: bool = False) -> bool:

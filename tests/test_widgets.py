@@ -113,3 +113,17 @@ def test_dashboard_on_an_existing_recorder_does_not_detach_it():
         dash = Dashboard(rec)
         dash.close()
         assert rec.attached and rec._listeners == []
+
+
+def test_final_frame_can_be_left_to_the_owner_instead_of_fit():
+    """%%losses draws the final frame when the cell ends, not inside fit()."""
+    rec, model, x, y = _recorder_with_steps(4)
+    try:
+        inside, after = LiveView(rec, final_in_fit=False), LiveView(rec)
+        rec.add_listener(inside)
+        rec.add_listener(after)
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0)  # too short for a throttled frame
+        assert inside.renders == 0 and after.renders == 1
+        assert inside.update(final=True) and inside.renders == 1
+    finally:
+        rec.detach()
