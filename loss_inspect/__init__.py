@@ -19,13 +19,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._version import __version__
-from .history import (
-    KINDS, PHASES, BreakdownRow, LossHistory, NonFinite, NonFiniteLossError, Term,
-)
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .history import (
+        KINDS, PHASES, BreakdownRow, LossHistory, NonFinite, NonFiniteLossError, Term,
+    )
     from .recorder import Recorder
     from .snapshots import Snapshot
+
+#: Names of `loss_inspect.history` re-exported here, imported on first access
+#: (numpy alone is most of an import's 100 ms budget).
+_FROM_HISTORY = ("KINDS", "PHASES", "BreakdownRow", "LossHistory", "NonFinite",
+                 "NonFiniteLossError", "Term")
 
 __all__ = [
     "__version__",
@@ -74,7 +79,7 @@ def recorders() -> list["Recorder"]:
     return _recorders()
 
 
-def breakdown_table(history: LossHistory, phase: str | None = "train") -> str:
+def breakdown_table(history: "LossHistory", phase: str | None = "train") -> str:
     """Aligned text table: one row per term with last/mean/min/max and share."""
     from ._text import breakdown_table as _table
 
@@ -103,7 +108,11 @@ def unload_ipython_extension(ipython):
 
 
 def __getattr__(name: str):
-    # Classes that need Keras are imported on first access, not at import time.
+    # Classes that need numpy or Keras are imported on first access.
+    if name in _FROM_HISTORY:
+        from . import history
+
+        return getattr(history, name)
     if name == "Recorder":
         from .recorder import Recorder
 
@@ -117,3 +126,7 @@ def __getattr__(name: str):
 
         return Dashboard
     raise AttributeError(f"module 'loss_inspect' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -37,3 +37,14 @@ def test_functions_are_not_shadowed_by_submodules():
             importlib.import_module(f"loss_inspect.{info.name}")
     for name in ("attach", "snapshot", "recorders", "breakdown_table"):
         assert callable(getattr(li, name)) and not isinstance(getattr(li, name), type(li)), name
+
+
+def test_bare_import_does_not_even_load_numpy_and_dir_lists_lazy_names():
+    code = (
+        "import sys, loss_inspect as li\n"
+        "print('numpy' in sys.modules, {'LossHistory', 'Recorder', 'Dashboard'} <= set(dir(li)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "False True"
