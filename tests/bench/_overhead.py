@@ -1,0 +1,300 @@
+"""Fit overhead, measured in one process for one Keras backend.
+
+Run by `benchmark.py` as a child process with ``KERAS_BACKEND`` set (Keras
+fixes its backend at import). For each model it builds one model per
+configuration (same architecture, same seed) and warms each one up with a
+``fit()`` of a few batches (trace, compile, attach, open writers). Then come
+rounds: in each, every configuration runs one timed ``fit()`` of the same
+length, round-robin, the order rotated by one per round; the first round is
+a discarded warm-up. A round's ratio is a configuration's time over plain
+``fit()``'s time in that round; the benchmark reports the median of those
+ratios.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import io
+import os
+import statistics
+import time
+import traceback
+
+import numpy as np
+
+#: Configurations, in the order of the table.
+CONFIGS = ("plain", "recorder", "live", "tensorboard", "livelossplot", "naive")
+
+#: name -> (layer widths, input width, batch size, steps per epoch).
+#: "tiny" is the issue's reference model; "mid" has a step of 10 ms or more on
+#: a 2-core CPU (JAX is the fastest backend there; TF and torch are slower).
+MODELS = {
+    "tiny": ((64, 64), 32, 32, 128),
+    "mid": ((1024, 1024, 1024, 1024), 256, 64, 32),
+}
+MODEL_LABELS = {
+    "tiny": "tiny MLP 32-64-64-1, batch 32, 128 steps/epoch",
+    "mid": "mid MLP 256-1024-1024-1024-1024-1, batch 64, 32 steps/epoch",
+}
+
+
+def build(name, model_class=None):
+    """The benchmark model: Dense layers with an L2 kernel regularizer each, an
+    L1 activity regularizer on the first, a linear output, Adam and MSE."""
+    import keras
+    from keras import layers
+
+    widths, in_dim, _, _ = MODELS[name]
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((in_dim,))
+    h = inp
+    for i, width in enumerate(widths):
+        h = layers.Dense(
+            width, activation="relu", name=f"dense_{i}",
+            kernel_regularizer=keras.regularizers.L2(1e-4),
+            activity_regularizer=keras.regularizers.L1(1e-5) if i == 0 else None,
+        )(h)
+    out = layers.Dense(1, name="out")(h)
+    if model_class is None:
+        model = keras.Model(inp, out, name=name)
+    else:
+        # compiled loss + one kernel regularizer per hidden layer + one activity term
+        model = model_class(inp, out, name=name, n_terms=len(widths) + 2)
+    model.compile(optimizer="adam", loss="mse")
+    return model
+
+
+def data(name):
+    _, in_dim, batch, steps = MODELS[name]
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch * steps, in_dim)).astype("float32")
+    y = rng.normal(size=(batch * steps, 1)).astype("float32")
+    return x, y, batch
+
+
+def term_means_class():
+    """The naive recorder of the issue: one ``keras.metrics.Mean`` per term.
+
+    This is what a user writes without loss_inspect, as a model subclass: the
+    stock ``compute_loss`` gives the total (training is unchanged), then the
+    compiled part (total minus ``sum(self.losses)``) and each entry of
+    ``self.losses`` (add_loss terms, activity and weight regularizers, in
+    layer order) go into their own Mean metric. The metrics show up in
+    ``fit()``'s logs and ``history`` as running per-epoch means
+    ``term_0``, ``term_1``, ...: it records less than the recorder (no
+    per-step values, terms known only by position), and no callback.
+    """
+    import keras
+    from keras import ops
+
+    class TermMeans(keras.Model):
+        def __init__(self, *args, n_terms, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.term_means = [keras.metrics.Mean(name=f"term_{i}") for i in range(n_terms)]
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                         training=True):
+            total = super().compute_loss(x=x, y=y, y_pred=y_pred,
+                                         sample_weight=sample_weight, training=training)
+            extra = list(self.losses)
+            compiled = total - ops.sum(ops.stack(extra)) if extra else total
+            self.term_means[0].update_state(compiled)
+            for mean, loss in zip(self.term_means[1:], extra):
+                mean.update_state(loss)
+            return total
+
+    return TermMeans
+
+
+class Setup:
+    """One configuration: a model and what is attached to it around ``fit()``."""
+
+    def __init__(self, kind, model_name, tmp):
+        import keras
+
+        self.kind = kind
+        self.tmp = tmp
+        self.info = {}  # per-fit counters, e.g. frames drawn
+        self.recorder = None
+        self.model = build(model_name, term_means_class() if kind == "naive" else None)
+        if kind in ("recorder", "live"):
+            import loss_inspect as li
+
+            # "live" mirrors a %%losses cell: attach(model, every=1, nan="warn")
+            # and a LiveView(view="stack", phase="train") as its listener.
+            self.recorder = li.attach(self.model, nan="warn" if kind == "live" else "ignore")
+        if kind == "livelossplot":
+            # Import the frontend pieces now, not inside the first timed fit.
+            from livelossplot import PlotLossesKeras  # noqa: F401
+        if kind == "tensorboard":
+            keras.callbacks.TensorBoard  # noqa: B018 - resolved before timing
+
+    def fit(self, x, y, batch, epochs):
+        """One ``fit()``; returns its wall time in seconds (callback setup included)."""
+        callbacks, view, frames, out = [], None, [0], contextlib.nullcontext()
+        if self.kind == "live":
+            from loss_inspect.widgets import LiveView
+
+            # As in %%losses: throttled frames during fit(), the final one
+            # when the cell ends (timed apart below).
+            view = LiveView(self.recorder, view="stack", phase="train", final_in_fit=False)
+            drawing = _time_updates(view)
+            self.recorder.add_listener(view)
+        elif self.kind == "tensorboard":
+            import keras
+
+            callbacks = [keras.callbacks.TensorBoard(
+                log_dir=os.path.join(self.tmp, f"tb_{id(self)}"), update_freq="batch")]
+        elif self.kind == "livelossplot":
+            callbacks = [_plot_losses_keras(frames)]
+            out = contextlib.redirect_stdout(io.StringIO())  # its ExtremaPrinter text
+        gc.collect()
+        with out:
+            start = time.perf_counter()
+            self.model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0,
+                           callbacks=callbacks)
+            elapsed = time.perf_counter() - start
+        if view is not None:
+            self.recorder.remove_listener(view)
+            in_fit = (view.renders, drawing[0])
+            final_start = time.perf_counter()
+            view.update(final=True)
+            final_s = time.perf_counter() - final_start
+            if not view.image.value:
+                raise RuntimeError("LiveView drew no PNG")
+            self.info = {"frames": in_fit[0], "drawing_s": in_fit[1], "final_s": final_s,
+                         "png_bytes": len(view.image.value)}
+            view.close()
+        elif self.kind == "livelossplot":
+            self.info = {"frames": frames[0]}
+        return elapsed
+
+    def close(self):
+        if self.recorder is not None:
+            self.recorder.detach()
+
+
+def _time_updates(view):
+    """Sum the wall time of ``view.update`` calls (the listener calls it per execution)."""
+    total = [0.0]
+    update = view.update
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return update(*args, **kwargs)
+        finally:
+            total[0] += time.perf_counter() - start
+
+    view.update = timed
+    return total
+
+
+def _plot_losses_keras(frames):
+    """livelossplot's ``PlotLossesKeras`` with its default outputs, drawn as in a notebook.
+
+    Its default ``MatplotlibPlot`` makes a new pyplot figure per epoch and
+    ends with ``plt.show()`` (notebook mode) or ``plt.pause(0.1)`` (script
+    mode: a 0.1 s sleep per epoch, which would dominate). Without a kernel,
+    ``plt.show()`` under Agg draws nothing and leaks the figure, so the
+    ``after_plots`` hook does what the inline backend's ``show()`` does in a
+    notebook: render the figure to PNG (`IPython.core.pylabtools.print_figure`,
+    ``bbox_inches="tight"``) and close it.
+    """
+    import matplotlib.pyplot as plt
+    from IPython.core.pylabtools import print_figure
+    from livelossplot import PlotLossesKeras
+    from livelossplot.outputs import ExtremaPrinter, MatplotlibPlot
+
+    def render_like_inline(fig):
+        fig.tight_layout()  # MatplotlibPlot's own default after_plots step
+        png = print_figure(fig, "png")
+        plt.close(fig)
+        if png:
+            frames[0] += 1
+
+    outputs = [MatplotlibPlot(after_plots=render_like_inline), ExtremaPrinter()]
+    return PlotLossesKeras(outputs=outputs, mode="notebook")
+
+
+def measure(model_name, rounds, seconds, tmp, log):
+    """Warm up every configuration, then run ``rounds`` interleaved rounds."""
+    import keras
+
+    x, y, batch = data(model_name)
+    steps_per_epoch = len(x) // batch
+    setups, errors = {}, {}
+    start = time.perf_counter()
+    for kind in CONFIGS:
+        try:
+            setup = Setup(kind, model_name, tmp)
+            # warm-up on a few batches: trace, compile, attach, open writers
+            setup.fit(x[: 4 * batch], y[: 4 * batch], batch, 1)
+            setups[kind] = setup
+        except Exception as exc:  # reported in the table, never hidden
+            errors[kind] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            log(f"  {kind}: failed in warm-up: {errors[kind]}")
+            log("".join(traceback.format_exc(limit=-3)))
+    plain = setups["plain"]
+    one_epoch = min(plain.fit(x, y, batch, 1) for _ in range(2))
+    epochs = max(1, round(seconds / one_epoch))
+    log(f"  {model_name}: warm-up fits {time.perf_counter() - start:.0f} s; plain epoch "
+        f"{one_epoch:.2f} s -> {epochs} epochs ({epochs * steps_per_epoch} steps) per "
+        f"fit, {rounds} rounds")
+
+    order = [kind for kind in CONFIGS if kind in setups]
+    times = {kind: [] for kind in order}
+    info = {kind: [] for kind in order}
+    # Round 0 runs every configuration at the timed length and is discarded:
+    # TensorFlow needs a few fits of a new model before its step time settles.
+    for r in range(rounds + 1):
+        shift = r % len(order)
+        done = []
+        for kind in order[shift:] + order[:shift]:
+            try:
+                elapsed = setups[kind].fit(x, y, batch, epochs)
+            except Exception as exc:
+                errors[kind] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                log(f"  {kind}: failed in round {r}: {errors[kind]}")
+                continue
+            done.append(f"{kind} {elapsed:.2f}s")
+            if r:
+                times[kind].append(elapsed)
+                info[kind].append(setups[kind].info)
+        order = [kind for kind in order if kind not in errors]
+        log(f"  {model_name} round {r}/{rounds}{' (warm-up)' if not r else ''}: "
+            + ", ".join(done))
+    for setup in setups.values():
+        setup.close()
+
+    steps = epochs * steps_per_epoch
+    result = {"model": model_name, "label": MODEL_LABELS[model_name], "epochs": epochs,
+              "steps_per_fit": steps, "rounds": rounds, "configs": {}}
+    for kind in CONFIGS:
+        entry = {"error": errors.get(kind)}
+        if times.get(kind):  # a config that failed mid-run keeps its earlier rounds
+            ratios = [t / p for t, p in zip(times[kind], times["plain"])]
+            frames = [i["frames"] for i in info[kind] if "frames" in i]
+            drawing = [i["drawing_s"] for i in info[kind] if "drawing_s" in i]
+            final = [i["final_s"] for i in info[kind] if "final_s" in i]
+            entry.update(
+                times=times[kind], ratios=ratios, median_ratio=statistics.median(ratios),
+                step_ms=1e3 * statistics.median(times[kind]) / steps,
+                frames=statistics.median(frames) if frames else None,
+                drawing_s=statistics.median(drawing) if drawing else None,
+                final_s=statistics.median(final) if final else None,
+            )
+        result["configs"][kind] = entry
+    keras.backend.clear_session()
+    return result
+
+
+def run(models, rounds, seconds, tmp, log):
+    """Every model of ``models``; returns the JSON-able results of this backend."""
+    import keras
+
+    out = {"backend": keras.backend.backend(), "results": []}
+    for name in models:
+        out["results"].append(measure(name, rounds, seconds[name], tmp, log))
+    return out

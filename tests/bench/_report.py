@@ -1,0 +1,236 @@
+"""The markdown table of `benchmark.py`: rows, targets and notes.
+
+Takes the JSON results of the child processes (see `_overhead.py` and
+`_scale.py`) and renders one table with a target and a "meets target" column
+per row. Targets are the issue's; rows without a target show the issue's
+reference figure for comparison, where it has one.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+LABELS = {
+    "plain": "plain `fit()`",
+    "recorder": "recorder `li.attach(model)`, every step",
+    "live": "recorder + live widget (`LiveView`)",
+    "tensorboard": 'Keras `TensorBoard(update_freq="batch")`',
+    "livelossplot": "livelossplot `PlotLossesKeras`",
+    "naive": "naive: one `keras.metrics.Mean` per term",
+}
+#: The issue's reference figures (2-core CPU, Keras 3.15.1), for comparison.
+REFERENCE = {
+    ("plain", "tensorflow"): "~1.1 ms", ("plain", "jax"): "~0.25 ms",
+    ("plain", "torch"): "~2 ms",
+    ("tensorboard", "tensorflow"): 1.33, ("tensorboard", "jax"): 2.28,
+    ("livelossplot", "tensorflow"): 2.09, ("livelossplot", "jax"): 6.3,
+    ("naive", "tensorflow"): 1.06, ("naive", "jax"): 1.24, ("naive", "torch"): 1.16,
+}
+FLAT_MB = 50  # "resident memory flat": at most this growth from the first sample
+
+
+def target(model, kind, backend):
+    """The issue's target for a row, as (text, limit) with limit None for none."""
+    if kind == "recorder":
+        if model == "mid":
+            return "≤ 1.01×", 1.01
+        return ("≤ 1.05×", 1.05) if backend == "torch" else ("≤ 1.03×", 1.03)
+    if kind == "live":
+        return "≤ 1.05×", 1.05
+    return None, None
+
+
+def _x(ratio):
+    return f"{ratio:.3f}×"
+
+
+def _overhead_rows(results):
+    """Rows: per model, per configuration, per backend."""
+    rows = []
+    for backend, res in results.items():
+        if "error" in res:
+            rows.append((LABELS["plain"], backend, "—", "failed", res["error"], "—", "—"))
+    for model in ("tiny", "mid"):
+        for kind in LABELS:
+            for backend, res in results.items():
+                run = next((r for r in res.get("results", []) if r["model"] == model),
+                           None)
+                if run is None:
+                    continue
+                entry = run["configs"][kind]
+                rows.append(_overhead_row(model, kind, backend, run, entry))
+    return rows
+
+
+def _overhead_row(model, kind, backend, run, entry):
+    name = f"{model} ({run['steps_per_fit']:,} steps/fit)"
+    text, limit = target(model, kind, backend)
+    if "median_ratio" not in entry:
+        return (LABELS[kind], backend, name, "failed", entry.get("error") or "no rounds",
+                text or "—", "no" if limit else "—")
+    ref = REFERENCE.get((kind, backend)) if model == "tiny" else None
+    if kind == "plain":
+        step = entry["step_ms"]
+        rounds = run["rounds"]
+        detail = f"fit {statistics.median(entry['times']):.2f} s, {rounds} round" + (
+            "s" if rounds > 1 else "")
+        if model == "mid":
+            return (LABELS[kind], backend, name, f"{step:.2f} ms/step", detail,
+                    "step ≥ 10 ms", "yes" if step >= 10 else "no")
+        return (LABELS[kind], backend, name, f"{step:.3f} ms/step", detail,
+                f"— (ref. {ref})" if ref else "—", "—")
+    ratios = entry["ratios"]
+    if len(ratios) == 1:
+        detail = f"{entry['step_ms']:.3f} ms/step; one round"
+    else:
+        detail = (f"{entry['step_ms']:.3f} ms/step; rounds "
+                  f"{min(ratios):.3f}–{max(ratios):.3f}")
+    if max(ratios) - min(ratios) > 0.1 or not 0.9 < entry["median_ratio"]:
+        detail += "; **noisy**"
+    if entry.get("frames") is not None:
+        detail += f"; {entry['frames']:g} frame{'s' if entry['frames'] != 1 else ''}/fit"
+    if entry.get("drawing_s") is not None:
+        fit_s = statistics.median(entry["times"])
+        detail += (f" taking {1e3 * entry['drawing_s']:.0f} ms "
+                   f"({100 * entry['drawing_s'] / fit_s:.1f} % of the fit)")
+    if entry.get("final_s") is not None:
+        detail += f"; final frame after fit() {1e3 * entry['final_s']:.0f} ms"
+    if entry.get("error"):
+        detail += f"; failed later: {entry['error']}"
+    if limit is None:
+        return (LABELS[kind], backend, name, _x(entry["median_ratio"]), detail,
+                f"— (ref. {ref}×)" if ref else "—", "—")
+    meets = "yes" if entry["median_ratio"] <= limit else "no"
+    return (LABELS[kind], backend, name, _x(entry["median_ratio"]), detail, text, meets)
+
+
+def _scale_rows(scale):
+    rows = []
+    hist = scale.get("history")
+    if hist is not None and "error" in hist:
+        rows.append(("`LossHistory` 1,000,000 records × 16 terms", "—", "—", "failed",
+                     hist["error"], "≤ 32 MB", "no"))
+    elif hist is not None:
+        mem, redraw = hist["history_memory"], hist["redraw"]
+        nbytes = "n/a" if mem["nbytes_mb"] is None else f"{mem['nbytes_mb']:.1f} MB"
+        rows.append((
+            "`LossHistory` 1,000,000 records × 16 terms: memory", "—", "—",
+            f"{mem['tracemalloc_mb']:.1f} MB",
+            f"tracemalloc after − before; peak {mem['peak_mb']:.1f} MB; "
+            f"`h.nbytes` {nbytes}; {mem['rows']:,} rows; built in {mem['build_s']:.1f} s "
+            f"by `_append` blocks of {mem['block']:,}",
+            "≤ 32 MB", "yes" if mem["tracemalloc_mb"] <= 32 else "no"))
+        rows.append((
+            "redraw of that history (`LiveView.update`)", "—", "—",
+            f"{redraw['median_ms']:.0f} ms",
+            f"median of {redraw['repeats']}; first frame {redraw['first_ms']:.0f} ms; "
+            f"`plot_history` {redraw['plot_ms']:.0f} ms + "
+            f"`figure_to_png(fast=True)` {redraw['png_ms']:.0f} ms",
+            "≤ 100 ms", "yes" if redraw["median_ms"] <= 100 else "no"))
+    mem = scale.get("torch")
+    if mem is not None and "error" in mem:
+        rows.append(("torch 10,000 steps, large activations: RSS", "torch", "—", "failed",
+                     mem["error"], "flat", "no"))
+    elif mem is not None:
+        flat = mem["growth_mb"] <= FLAT_MB and not (
+            mem["stopped_early"] or "").startswith("RSS")
+        detail = (f"first {mem['first_mb']:.0f} MB (step 1,000), last "
+                  f"{mem['last_mb']:.0f} MB, max {mem['max_mb']:.0f} MB; "
+                  f"{mem['records']:,} records; {mem['seconds']:.0f} s")
+        if mem["stopped_early"]:
+            detail += f"; stopped at step {mem['steps']:,}: {mem['stopped_early']}"
+        rows.append((f"torch {mem['steps_wanted']:,} steps under `attach`: RSS growth",
+                     "torch", "3 × Dense(1024) + activity reg., batch 64",
+                     f"{mem['growth_mb']:+.1f} MB", detail,
+                     f"flat (≤ {FLAT_MB} MB growth)", "yes" if flat else "no"))
+    for key, what, limit in (("import", "`import loss_inspect`", 0.1),
+                             ("load_ext", "`%load_ext loss_inspect`", 0.2)):
+        res = scale.get(key)
+        if res is None:
+            continue
+        goal = f"≤ {limit * 1e3:.0f} ms" + (", no heavy imports" if key == "import" else "")
+        if "error" in res:
+            rows.append((what, "—", "—", "failed", res["error"], goal, "no"))
+            continue
+        heavy = ", ".join(res["heavy"]) or "none"
+        ok = res["median_s"] <= limit and (key != "import" or not res["heavy"])
+        detail = (f"median of {len(res['seconds'])} fresh processes; "
+                  f"imported afterwards: {heavy}")
+        if key == "load_ext":
+            detail += "; in a real `InteractiveShell`" + (
+                "" if res["magics"] else "; `%%losses` NOT registered")
+            ok = ok and res["magics"]
+        rows.append((what, "—", "—", f"{1e3 * res['median_s']:.0f} ms", detail, goal,
+                     "yes" if ok else "no"))
+    return rows
+
+
+NOTES = """\
+- Overhead: per backend, one child process; per model, one model per
+  configuration (same architecture and seed), each warmed up by a `fit()`
+  of 4 batches and one discarded round, then rounds in which every
+  configuration runs one timed `fit()` of the same length, round-robin, the
+  order rotated each round. A ratio is a configuration's `fit()` time over
+  plain `fit()`'s in the same round; the table gives the median (and the
+  range) over rounds. `verbose=0`, fixed seeds. The live widget's ratio
+  counts the frames drawn while `fit()` runs (throttled to a share of the
+  elapsed time, so it depends on the fit's length; `--fit-seconds` sets it);
+  as in a `%%losses` cell, the final frame is drawn after `fit()` returns,
+  and its row gives that time apart.
+- Live widget: a `loss_inspect.widgets.LiveView` on the recorder, as in a
+  `%%losses` cell (`nan="warn"`, stacked view); each frame really renders a
+  PNG into its `ipywidgets.Image` (frames/fit counts them); no frontend, so
+  nothing is sent to a browser.
+- livelossplot 0.6.1: its default outputs (`MatplotlibPlot`, `ExtremaPrinter`)
+  in notebook mode, one figure per epoch. Without a kernel `plt.show()` under
+  Agg draws nothing, so `after_plots` does what the inline backend does in a
+  notebook: render the figure to PNG (`print_figure`, tight bbox) and close it.
+  Its script mode would add `plt.pause(0.1)`, a 0.1 s sleep per epoch.
+- Naive recorder: a `keras.Model` subclass whose `compute_loss` feeds the
+  compiled part and each entry of `self.losses` into one `Mean` metric each;
+  it yields per-epoch running means, not per-step values.
+- Ratios close to 1 are within the noise of a shared or busy machine; compare
+  the range column before reading a difference of a percent or two. torch's
+  two OpenMP threads slow down many times over when another process holds a
+  core: run the benchmark on a quiet machine (see the load average above).
+"""
+
+
+def _tensorboard_note(results):
+    """Say whether the TensorBoard callback ran on torch (the issue had no figure)."""
+    res = results.get("torch")
+    if not res or "error" in res:
+        return ""
+    entries = [r["configs"]["tensorboard"] for r in res["results"]]
+    failed = [e["error"] for e in entries if e.get("error")]
+    if failed:
+        return f"- TensorBoard on torch: fails: {failed[0]}\n"
+    return ("- TensorBoard on torch: works (Keras writes the summaries with "
+            "TensorFlow's `tf.summary` on every backend, so TensorFlow must be "
+            "installed); the issue's reference had no figure for it.\n")
+
+
+def render(results, scale, settings, header, elapsed):
+    lines = [
+        "## loss_inspect benchmark",
+        "",
+        f"- machine: {header['machine']}; load average {header['load_start']} at start, "
+        f"{header['load_end']} at the end",
+        f"- versions: {header['versions']}",
+        f"- loss_inspect commit: {header['commit']}",
+        f"- run: `{header['command']}`, {settings['rounds']} timed round(s) after a "
+        f"warm-up round, {elapsed / 60:.1f} min",
+        "",
+        "| measurement | backend | model | result | detail | target | meets target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in _overhead_rows(results) + _scale_rows(scale):
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |")
+    labels = {}
+    for res in results.values():
+        for run in res.get("results", []):
+            labels[run["model"]] = run["label"]
+    lines += ["", "Models: " + "; ".join(f"**{k}**: {v}" for k, v in labels.items()) +
+              " (Dense layers with L2 kernel regularizers, an L1 activity regularizer "
+              "on the first, Adam, MSE).", "", NOTES + _tensorboard_note(results)]
+    return "\n".join(lines)

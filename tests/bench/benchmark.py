@@ -1,0 +1,249 @@
+"""loss_inspect benchmark: fit() overhead against plain fit() and other tools, memory, scale.
+
+One command measures everything side by side and prints one markdown table
+(with the machine and the versions):
+
+    python tests/bench/benchmark.py [--backends jax,tensorflow,torch] [--quick]
+                                    [--out docs/performance.md]
+
+Needs the ``bench`` extra (``pip install -e ".[bench,jax,tensorflow]" torch==2.13.0``).
+
+Per backend, a fresh child process (``KERAS_BACKEND`` set; Keras fixes its
+backend at import) times ``fit()`` on two models in six configurations,
+interleaved round-robin in one process (see `_overhead.py`): plain, the
+recorder (``li.attach``, every step recorded), the recorder with the live
+widget, Keras's ``TensorBoard(update_freq="batch")``, livelossplot's
+``PlotLossesKeras``, and a naive "one Mean metric per term" recorder. Each
+row is the median over rounds of the ratio to plain ``fit()`` in the same
+round. Then, in fresh processes (see `_scale.py`): the memory and redraw time
+of a 1,000,000-record history, the resident memory of 10,000 torch steps, and
+the time of ``import loss_inspect`` and ``%load_ext loss_inspect``.
+`_report.py` turns the results into the table.
+
+This measures; it asserts nothing. Timing assertions do not belong in the
+unit tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+import _report  # noqa: E402 - sibling modules of this script
+import _scale  # noqa: E402
+
+BACKENDS = ("jax", "tensorflow", "torch")
+
+#: Settings of a full run (about 12 minutes on a quiet 2-core CPU) and of --quick.
+#: ``seconds``: target length of one plain fit() per model (whole epochs, at least 1).
+FULL = dict(rounds=6, seconds={"tiny": 1.0, "mid": 1.5},
+            torch_steps=10_000, torch_seconds=240, repeats=5, processes=5)
+QUICK = dict(rounds=1, seconds={"tiny": 0.3, "mid": 0.45},
+             torch_steps=2_000, torch_seconds=60, repeats=3, processes=3)
+
+
+# --------------------------------------------------------------- children
+def child(argv):
+    """Entry point of a child process; writes its result as JSON to --json."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", required=True,
+                        choices=["fit", "history", "torch-memory"])
+    parser.add_argument("--json", required=True)
+    parser.add_argument("--settings", required=True)
+    args = parser.parse_args(argv)
+    settings = json.loads(args.settings)
+    backend = os.environ.get("KERAS_BACKEND", "?")
+
+    def log(message):
+        print(f"[{args.child} {backend}] {message}", file=sys.stderr, flush=True)
+
+    if args.child == "fit":
+        import _overhead
+
+        with tempfile.TemporaryDirectory(prefix="li-bench-tb-") as tmp:
+            result = _overhead.run(settings["models"], settings["rounds"],
+                                   settings["seconds"], tmp, log)
+    elif args.child == "history":
+        result = _scale.history_memory_and_redraw(repeats=settings["repeats"])
+    else:
+        result = _scale.torch_memory(steps=settings["torch_steps"],
+                                     max_seconds=settings["torch_seconds"])
+    with open(args.json, "w", encoding="utf-8") as handle:
+        json.dump(result, handle)
+
+
+def _child_env(tmp, backend):
+    env = dict(os.environ)
+    env.update(KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", MPLBACKEND="Agg",
+               KERAS_HOME=os.path.join(tmp, "keras"),
+               MPLCONFIGDIR=os.path.join(tmp, "matplotlib"))
+    return env
+
+
+def _run_child(kind, backend, settings, tmp, timeout):
+    """Run one child; its result dict, or {"error": ...} if it failed."""
+    path = os.path.join(tmp, f"{kind}-{backend}.json")
+    command = [sys.executable, os.path.abspath(__file__), "--child", kind,
+               "--json", path, "--settings", json.dumps(settings)]
+    try:
+        proc = subprocess.run(command, env=_child_env(tmp, backend), cwd=REPO,
+                              timeout=timeout, stdout=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    if proc.returncode != 0 or not os.path.exists(path):
+        return {"error": f"child exited with status {proc.returncode} (see stderr above)"}
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _fresh(code, n, tmp):
+    """Run ``python -c code`` n times (after one uncounted warm-up run); parsed JSON."""
+    out = []
+    for i in range(n + 1):
+        proc = subprocess.run([sys.executable, "-c", code], env=_child_env(tmp, "jax"),
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            return {"error": proc.stderr.strip().splitlines()[-1][:200]}
+        if i:  # the first run only warms the file cache
+            out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return {"seconds": [r["seconds"] for r in out],
+            "median_s": statistics.median(r["seconds"] for r in out),
+            "heavy": sorted({m for r in out for m in r["heavy"]}),
+            "magics": all(r.get("magics", True) for r in out)}
+
+
+# ---------------------------------------------------------------- context
+def machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle
+                     if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        ram = f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM"
+    except ImportError:
+        ram = "RAM unknown"
+    return f"{cpu}, {os.cpu_count()} cores, {ram}, {platform.system()} {platform.release()}"
+
+
+def versions():
+    names = ["keras", "jax", "jaxlib", "tensorflow", "torch", "numpy", "matplotlib",
+             "ipywidgets", "ipython", "tensorboard", "livelossplot", "loss_inspect"]
+    found = [f"python {platform.python_version()}"]
+    for name in names:
+        for dist in (name, f"{name}-cpu") if name == "tensorflow" else (name,):
+            try:
+                found.append(f"{name} {metadata.version(dist)}")
+                break
+            except metadata.PackageNotFoundError:
+                continue
+        else:
+            found.append(f"{name} not installed")
+    return ", ".join(found)
+
+
+def git_commit():
+    def git(*args):
+        return subprocess.run(["git", "--no-optional-locks", "-C", REPO, *args],
+                              capture_output=True, text=True, timeout=30).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD") or "unknown"
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + (" + uncommitted changes" if dirty else "")
+
+
+def _load():
+    try:
+        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if "--child" in argv:
+        return child(argv)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", default=",".join(BACKENDS),
+                        help="comma-separated subset of jax,tensorflow,torch")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: one round, short fits, 2,000 torch steps "
+                             "(3-4 minutes on a 2-core CPU; less with --models tiny)")
+    parser.add_argument("--rounds", type=int, help="timed rounds of interleaved fits")
+    parser.add_argument("--fit-seconds", type=float, metavar="S",
+                        help="length of one plain fit() of the tiny model (the mid "
+                             "model's is 1.5 S); default 1, --quick 0.3")
+    parser.add_argument("--models", default="tiny,mid",
+                        help="comma-separated subset of tiny,mid (default: both)")
+    parser.add_argument("--no-scale", dest="scale", action="store_false",
+                        help="only the fit() overhead rows")
+    parser.add_argument("--out", metavar="PATH", help="also write the markdown here")
+    args = parser.parse_args(argv)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = sorted(set(backends) - set(BACKENDS))
+    if unknown:
+        parser.error(f"unknown backend(s) {unknown}; choose from {','.join(BACKENDS)}")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not models or set(models) - {"tiny", "mid"}:
+        parser.error(f"--models takes tiny and/or mid; got {args.models!r}")
+    settings = dict(QUICK if args.quick else FULL, models=models)
+    if args.rounds:
+        settings["rounds"] = args.rounds
+    if args.fit_seconds:
+        settings["seconds"] = {"tiny": args.fit_seconds, "mid": 1.5 * args.fit_seconds}
+    header = {"machine": machine(), "versions": versions(), "commit": git_commit(),
+              "load_start": _load(),
+              "command": "python tests/bench/benchmark.py " + " ".join(argv)}
+    start = time.perf_counter()
+
+    def stage(message):
+        print(f"[bench {time.perf_counter() - start:5.0f}s] {message}", file=sys.stderr,
+              flush=True)
+
+    results, scale = {}, {}
+    with tempfile.TemporaryDirectory(prefix="li-bench-") as tmp:
+        for backend in backends:
+            stage(f"fit() overhead on {backend} ...")
+            results[backend] = _run_child("fit", backend, settings, tmp, timeout=1800)
+        if args.scale:
+            stage("history memory and redraw ...")
+            scale["history"] = _run_child("history", "jax", settings, tmp, timeout=900)
+            if "torch" in backends:
+                stage("torch resident memory ...")
+                scale["torch"] = _run_child("torch-memory", "torch", settings, tmp,
+                                            timeout=settings["torch_seconds"] + 300)
+            stage("import times ...")
+            scale["import"] = _fresh(_scale.IMPORT_CODE, settings["processes"], tmp)
+            scale["load_ext"] = _fresh(_scale.LOAD_EXT_CODE, settings["processes"], tmp)
+    stage("done")
+    header["load_end"] = _load()
+    text = _report.render(results, scale, settings, header, time.perf_counter() - start)
+    print(text)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+        print(f"[bench] wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
