@@ -92,10 +92,14 @@ class StateBuffer(keras.metrics.Metric):
         if row.shape[0] < self.width:
             row = ops.pad(row, [[0, self.width - row.shape[0]]])
         cursor = self.cursor.value
-        index = ops.mod(cursor, self.rows)
+        index = ops.reshape(ops.mod(cursor, self.rows), (1, 1))
+        if keras.backend.backend() == "tensorflow":
+            # In place on the tf.Variable: one op, not read + scatter + assign.
+            self.values.value.scatter_nd_update(index, ops.expand_dims(row, 0))
+            self.cursor.value.assign_add(1)
+            return
         self.values.assign(
-            ops.scatter_update(self.values.value, ops.reshape(index, (1, 1)),
-                               ops.expand_dims(row, 0))
+            ops.scatter_update(self.values.value, index, ops.expand_dims(row, 0))
         )
         self.cursor.assign(cursor + 1)
 
@@ -136,17 +140,21 @@ def to_numpy(value) -> np.ndarray:
     return np.asarray(value)  # JAX arrays, numpy, Python numbers
 
 
-def pack_row(layout_id: int, batch, total, values, dtype, eager: bool):
-    """Stack header and values into one 1-D tensor.
+def pack_row(layout_id: int, batch, total, values, dtype):
+    """Stack header (layout id, batch size) and values into one 1-D tensor.
 
-    Casts and reshapes are only added where needed (each is an op per step
-    on TensorFlow's executor); an eager row is cut off from autograd, so it
-    keeps no graph alive while it waits for the host.
+    Casts and reshapes are only added where needed: each is an op per step
+    on TensorFlow's executor.
     """
     parts = [ops.convert_to_tensor(float(layout_id), dtype=dtype), _scalar(batch, dtype)]
     parts += [_scalar(v, dtype) for v in (total, *values)]
-    row = ops.stack(parts)
-    return ops.stop_gradient(row) if eager else row
+    return ops.stack(parts)
+
+
+def pack_values(total, values, dtype):
+    """``[total, values...]`` of an eager step, cut off from autograd so that
+    it keeps no graph alive while it waits for the host."""
+    return ops.stop_gradient(ops.stack([_scalar(v, dtype) for v in (total, *values)]))
 
 
 def _scalar(value, dtype):

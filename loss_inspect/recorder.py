@@ -581,9 +581,7 @@ class Recorder:
             try:
                 output = fn(*args, **kwargs)
             except BaseException:
-                # An eager step that did not finish (Ctrl-C before the optimizer
-                # applied it) is not recorded: TF and JAX steps are atomic too.
-                del recorder._eager_rows[eager_before:]
+                recorder._drop_unfinished_eager_rows(kind, eager_before)
                 raise
             finally:
                 recorder._phase = outer
@@ -645,13 +643,12 @@ class Recorder:
             values.append(ops.subtract(total, explained))
 
         layout = self._layouts.intern(self._phase, origins)
-        row = _capture.pack_row(
-            layout.id, _capture.batch_size_of(y_pred), total, values, self._dtype, eager
-        )
-        if eager:
-            self._eager_rows.append((layout, row))
+        batch = _capture.batch_size_of(y_pred)
+        if eager:  # the header stays on the host: two ops per step, not ten
+            row = _capture.pack_values(total, values, self._dtype)
+            self._eager_rows.append((layout, float(batch), row))
         else:
-            self._state.write(row)
+            self._state.write(_capture.pack_row(layout.id, batch, total, values, self._dtype))
 
     def _record_call(self, outputs) -> bool:
         """Record the terms of an outermost eager ``model(x)`` (phase "call")."""
@@ -696,6 +693,19 @@ class Recorder:
         self._unread += rows_per_call
         if self._unread + rows_per_call > state.rows or self.nan == "raise":
             self._read_state()
+
+    def _drop_unfinished_eager_rows(self, kind: str, start: int) -> None:
+        """Forget the rows of an eager step that an exception (Ctrl-C) cut
+        short, unless the optimizer applied it: the history then holds
+        exactly the steps that happened, as with TF's and JAX's atomic steps."""
+        rows = self._eager_rows
+        if len(rows) <= start:
+            return
+        if kind == "train":
+            done_before = self._step + sum(layout.phase == "train" for layout, _, _ in rows[:start])
+            if _optimizer_iterations(self.model) > done_before:
+                return
+        del rows[start:]
 
     def _flush(self) -> None:
         """Bring every row the host can reach into the history, in order."""
@@ -763,8 +773,10 @@ class Recorder:
             end = start
             while end < len(pending) and pending[end][0] is layout:
                 end += 1
-            block = _capture.to_numpy(ops.stack([row for _, row in pending[start:end]]))
-            self._append_rows(block, layout)
+            run = pending[start:end]
+            block = _capture.to_numpy(ops.stack([row for _, _, row in run])).astype(np.float64)
+            batch = np.array([b for _, b, _ in run])
+            self._append(layout, batch, block[:, 0], block[:, 1 : 1 + len(layout.terms)])
             start = end
 
     def _append_rows(self, rows: np.ndarray, layout=None) -> None:

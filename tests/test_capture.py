@@ -40,15 +40,16 @@ def test_packed_row_is_header_then_values_cut_from_autograd():
     layout = table.intern("train", [Origin("compiled"), Origin("regularizer", "m/d/kernel")])
     total = ops.convert_to_tensor(1.5)
     values = [ops.convert_to_tensor(1.25), 0.25, ops.convert_to_tensor([[0.5]], "float64")]
-    for eager in (True, False):
-        row = _capture.pack_row(layout.id, 8, total, values, "float32", eager)
-        np.testing.assert_array_equal(_capture.to_numpy(row), [0.0, 8.0, 1.5, 1.25, 0.25, 0.5])
-        assert _capture.to_numpy(row).dtype == np.float32
+    row = _capture.pack_row(layout.id, 8, total, values, "float32")
+    np.testing.assert_array_equal(_capture.to_numpy(row), [0.0, 8.0, 1.5, 1.25, 0.25, 0.5])
+    assert _capture.to_numpy(row).dtype == np.float32
+    eager = _capture.pack_values(total, values, "float32")
+    np.testing.assert_array_equal(_capture.to_numpy(eager), [1.5, 1.25, 0.25, 0.5])
     if keras.backend.backend() == "torch":
         import torch
 
         weight = torch.ones((), requires_grad=True)
-        row = _capture.pack_row(layout.id, 8, total, [weight * 2], "float32", eager=True)
+        row = _capture.pack_values(total, [weight * 2], "float32")
         assert not row.requires_grad and row.grad_fn is None  # no graph kept alive
 
 

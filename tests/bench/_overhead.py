@@ -24,7 +24,10 @@ import traceback
 import numpy as np
 
 #: Configurations, in the order of the table.
-CONFIGS = ("plain", "recorder", "live", "tensorboard", "livelossplot", "naive")
+#: "plain_again" is an A/A control: plain fit() of a second, identical model.
+#: Its ratio is the noise floor (two model instances differ by a few percent
+#: on a 2-core CPU), against which the other ratios must be read.
+CONFIGS = ("plain", "plain_again", "recorder", "live", "tensorboard", "livelossplot", "naive")
 
 #: name -> (layer widths, input width, batch size, steps per epoch).
 #: "tiny" is the issue's reference model; "mid" has a step of 10 ms or more on

@@ -12,6 +12,7 @@ import statistics
 
 LABELS = {
     "plain": "plain `fit()`",
+    "plain_again": "A/A control: plain `fit()` of a second, identical model",
     "recorder": "recorder `li.attach(model)`, every step",
     "live": "recorder + live widget (`LiveView`)",
     "tensorboard": 'Keras `TensorBoard(update_freq="batch")`',
