@@ -174,6 +174,27 @@ class LossHistory:
         """Number of records held, compacted ones included."""
         return int(self._count[: self._n].sum())
 
+    def record(self, row: int = -1) -> dict:
+        """One row as a dict: ``step``, ``epoch``, ``phase``, ``total`` and the
+        value of every term present there, in `keys` order (no column copies:
+        a live status line reads the latest row this way)."""
+        n = self._n
+        if not -n <= row < n:
+            raise IndexError(f"row {row} is out of range for a history of {n} rows.")
+        row %= n
+        out = {"step": int(self._step[row]), "epoch": int(self._epoch[row]),
+               "phase": PHASES[self._phase[row]], "total": float(self._total[row])}
+        for col in self._display_columns():
+            if self._present[row, col]:
+                out[self._terms[col].key] = float(self._values[row, col])
+        return out
+
+    def phase_counts(self) -> dict[str, int]:
+        """Records per phase, e.g. ``{"train": 640, "eval": 40}`` (no copies made)."""
+        phases, counts = self._phase[: self._n], self._count[: self._n]
+        return {name: int(counts[phases == i].sum())
+                for i, name in enumerate(PHASES) if np.any(phases == i)}
+
     @property
     def counts(self) -> np.ndarray:
         """Records in each row (int64): 1, or the size of a compacted bucket."""
@@ -514,12 +535,7 @@ class LossHistory:
         self._buckets = int(buckets[-1] + 1) if len(buckets) else 0
 
     def __repr__(self) -> str:
-        phases, counts = self._phase[: self._n], self._count[: self._n]
-        parts = ", ".join(
-            f"{name} {int(counts[phases == i].sum())}"
-            for i, name in enumerate(PHASES)
-            if np.any(phases == i)
-        )
+        parts = ", ".join(f"{name} {n}" for name, n in self.phase_counts().items())
         inner = f" ({parts})" if parts else ""
         rows = f" in {self._n} rows" if self.compacted else ""
         return f"<LossHistory: {self.records} records{inner}{rows}, {len(self.keys())} terms>"

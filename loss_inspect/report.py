@@ -95,6 +95,6 @@ def effective_phase(history: LossHistory, phase: str | None) -> str | None:
     """``phase``, or every record when the cell made none of that phase."""
     if phase in (None, "all"):
         return None
-    if len(history.select(phase=phase)) == 0:
+    if history.phase_counts().get(phase, 0) == 0:
         return None
     return phase

@@ -985,3 +985,17 @@ def test_since_counts_records_not_rows():
 def test_bad_resolution_is_a_clear_error():
     with pytest.raises(ValueError, match="full_resolution=0"):
         LossHistory(full_resolution=0)
+
+
+def test_record_reads_one_row_and_phase_counts_count_records():
+    h = realistic_history(full_resolution=100, max_buckets=8)
+    last = h.record(-1)
+    assert last == {"step": 1200, "epoch": -1, "phase": "call", "total": 0.5,
+                    "add_loss:m/aux": 0.5}
+    first = h.record(0)
+    assert first["phase"] == "train" and set(first) >= {"compiled", "add_loss:m/aux"}
+    assert first["total"] == h["total"][0]
+    assert h.phase_counts() == {"train": 1200, "eval": 40, "call": 1}
+    assert LossHistory().phase_counts() == {}
+    with pytest.raises(IndexError, match="row 121 is out of range"):
+        h.record(len(h))
