@@ -31,3 +31,15 @@ def _no_recorder_left_attached():
         for recorder in leaked:
             recorder.detach()
         assert not leaked, f"test left recorders attached: {leaked}"
+
+
+@pytest.fixture
+def python_sigint():
+    """SIGINT handled as in a terminal or a Jupyter cell (Python's default
+    handler), even when CI started this process with SIGINT ignored, as a
+    background job is: tests that send real SIGINTs need it."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

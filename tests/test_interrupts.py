@@ -12,6 +12,11 @@ import pytest
 from loss_inspect._interrupts import InterruptGate
 
 
+@pytest.fixture(autouse=True)
+def _python_sigint(python_sigint):
+    """Every test here sends real SIGINTs (see tests/conftest.py)."""
+
+
 def ctrl_c():
     os.kill(os.getpid(), signal.SIGINT)
     time.sleep(0.05)  # Python runs the handler at the next bytecode boundary

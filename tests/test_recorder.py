@@ -445,7 +445,7 @@ def _press_ctrl_c(after_s: float, done: threading.Event) -> threading.Thread:
 
 
 @pytest.mark.parametrize("trial", range(6))
-def test_real_ctrl_c_anywhere_in_fit_keeps_every_completed_step(trial):
+def test_real_ctrl_c_anywhere_in_fit_keeps_every_completed_step(trial, python_sigint):
     """Ctrl-C lands at a random moment (train steps, validation, epoch ends):
     every step Keras completed is recorded and the model keeps whole weights.
     (Plain Keras 3.15 on JAX leaves deleted arrays in the model 3 times in 4.)"""
@@ -476,7 +476,7 @@ def test_real_ctrl_c_anywhere_in_fit_keeps_every_completed_step(trial):
     model.fit(x, y, verbose=0)  # the model still trains
 
 
-def test_real_ctrl_c_in_evaluate_keeps_the_batches_it_ran():
+def test_real_ctrl_c_in_evaluate_keeps_the_batches_it_ran(python_sigint):
     x, y = models.data(n=512)
     model = models.mlp()
     model.fit(x, y, verbose=0)
