@@ -7,8 +7,6 @@ recent report, also when the cell failed or was interrupted.
 
 from __future__ import annotations
 
-import numpy as np
-
 from .history import LossHistory
 
 __all__ = ["LossReport", "last"]
