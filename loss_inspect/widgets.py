@@ -9,7 +9,8 @@ right after a step function returns, throttled by wall clock: at least
 drawing takes at most ``max_overhead`` of the time (3 %, so that with the
 recorder's own cost a watched fit stays within 5 %); the final state is
 always drawn (by ``%%losses`` after ``fit()`` returns). Before
-the first frame is timed, a frame is assumed to cost ``first_frame_cost``. Their text repr is constant, so frontend-less runs (nbval) stay
+the second frame is timed, a frame is assumed to cost ``first_frame_cost``
+(the first one builds the figure and costs more than the in-place updates). Their text repr is constant, so frontend-less runs (nbval) stay
 deterministic.
 """
 
@@ -72,6 +73,7 @@ class LiveView:
         self.options = dict(view=view, phase=phase, logy=logy, smoothing=smoothing,
                             hidden=tuple(hidden))
         self.min_interval = min_interval
+        self.first_frame_cost = first_frame_cost
         self.max_overhead = max_overhead
         self.dpi = dpi
         self.renders = 0
@@ -111,7 +113,13 @@ class LiveView:
         )
         self.image.value = plotting.figure_to_png(self._figure, dpi=self.dpi, fast=True)
         self.status.value = _status(self.recorder, "done" if final else "training")
-        self._interval = self._spacing(self._clock() - now)
+        cost = self._clock() - now
+        if self.renders == 0:
+            # The first frame builds the figure (layout, legend): a one-off.
+            # Later frames update it in place, several times cheaper, so it
+            # does not set the pace; from the second frame on, cost does.
+            cost = min(cost, self.first_frame_cost)
+        self._interval = self._spacing(cost)
         self._last = self._clock()
         self._drawn_records = history.records
         self.renders += 1

@@ -66,6 +66,9 @@ def test_redraw_interval_grows_with_render_cost_to_bound_overhead():
         clock.now += 1.0
         assert not view.update()  # 1 s < 1.9 s: the first frame waits too
         clock.now += 1.0
+        assert view.update()  # the first frame builds the figure: a one-off cost
+        assert np.isclose(view._interval, 0.1 * 0.95 / 0.05)  # still the assumed cost
+        clock.now += 2.0
         assert view.update()
         assert np.isclose(view._interval, 0.5 * 0.95 / 0.05)  # 9.5 s between frames
         clock.now += 5.0
