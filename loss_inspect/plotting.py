@@ -126,16 +126,9 @@ def _draw_canvas(figure):
     canvas = figure.canvas
     live = getattr(figure, "_loss_inspect_live", None)
     legend = live[1].get_legend() if live is not None else None
-    if legend is None or not getattr(figure, "_loss_inspect_frozen", False):
-        canvas.draw()  # the layout may move the legend: nothing to reuse
-        figure._loss_inspect_legend_pixels = None
-        if legend is None:
-            return
-        box = legend.get_window_extent(canvas.get_renderer())
-        figure._loss_inspect_legend_pixels = (figure.dpi, canvas.copy_from_bbox(box))
-        return
     cached = getattr(figure, "_loss_inspect_legend_pixels", None)
-    if cached is not None and cached[0] == figure.dpi:
+    if getattr(figure, "_loss_inspect_frozen", False) and legend is not None and (
+            cached is not None and cached[0] == figure.dpi):
         legend.set_visible(False)
         try:
             canvas.draw()
@@ -143,9 +136,11 @@ def _draw_canvas(figure):
             legend.set_visible(True)
         canvas.restore_region(cached[1])
         return
-    canvas.draw()
-    box = legend.get_window_extent(canvas.get_renderer())
-    figure._loss_inspect_legend_pixels = (figure.dpi, canvas.copy_from_bbox(box))
+    canvas.draw()  # a new layout may have moved the legend: keep its new pixels
+    figure._loss_inspect_legend_pixels = None
+    if legend is not None:
+        box = legend.get_window_extent(canvas.get_renderer())
+        figure._loss_inspect_legend_pixels = (figure.dpi, canvas.copy_from_bbox(box))
 
 
 class _Frame:
