@@ -9,6 +9,7 @@ repr is constant, so a frontend-less run still produces stable outputs.
 from __future__ import annotations
 
 import os
+import sys
 
 KERNEL = "kernel"  # Jupyter / ipykernel: rich output and widgets
 TERMINAL = "terminal"  # plain IPython: text only
@@ -17,18 +18,21 @@ SCRIPT = "script"  # no IPython at all
 _OFF = {"0", "false", "no", "off"}
 
 
-def context() -> str:
-    """`KERNEL`, `TERMINAL` or `SCRIPT` for the running process."""
-    import sys
-
+def shell():
+    """The running IPython shell, or None (a script; IPython is never imported here)."""
     if "IPython" not in sys.modules:
-        return SCRIPT
+        return None
     from IPython import get_ipython
 
-    shell = get_ipython()
-    if shell is None:
+    return get_ipython()
+
+
+def context() -> str:
+    """`KERNEL`, `TERMINAL` or `SCRIPT` for the running process."""
+    ip = shell()
+    if ip is None:
         return SCRIPT
-    return KERNEL if getattr(shell, "kernel", None) is not None else TERMINAL
+    return KERNEL if getattr(ip, "kernel", None) is not None else TERMINAL
 
 
 def live_widgets_enabled(requested: bool = True) -> bool:

@@ -12,14 +12,18 @@ always drawn (by ``%%losses`` after ``fit()`` returns). Before
 the second frame is timed, a frame is assumed to cost ``first_frame_cost``
 (the first one builds the figure and costs more than the in-place updates). Their text repr is constant, so frontend-less runs (nbval) stay
 deterministic.
+
+The status line always ends on how the run ended: ``done``, or ``stopped by
+ValueError at step N`` when the cell or fit raised (``LiveView.finish``). This
+module imports without ipywidgets; creating a view without it raises an
+`ImportError` that says what to install and what failed.
 """
 
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 from html import escape
-
-import ipywidgets as widgets
 
 from . import plotting
 from .report import effective_phase
@@ -27,24 +31,44 @@ from ._text import fmt_number
 
 __all__ = ["LiveView", "Dashboard"]
 
+_WAITING = "waiting for the first step"
 
-class _Box(widgets.VBox):
-    """A VBox whose text/plain repr is a fixed label instead of its state."""
 
-    def __init__(self, children, label: str, **kwargs):
-        super().__init__(children, **kwargs)
-        self._label = label
+def _ipywidgets(feature: str):
+    """ipywidgets, or an ImportError that names the feature, the fix and the cause."""
+    try:
+        import ipywidgets
+    except ImportError as exc:
+        raise ImportError(
+            f"{feature} needs ipywidgets: pip install ipywidgets "
+            f"(import ipywidgets failed: {type(exc).__name__}: {exc})"
+        ) from exc
+    return ipywidgets
 
-    def _repr_mimebundle_(self, **kwargs):
-        bundle = super()._repr_mimebundle_(**kwargs)
-        if isinstance(bundle, tuple):
-            bundle = bundle[0]
-        bundle = dict(bundle or {})
-        bundle["text/plain"] = self._label
-        return bundle
 
-    def __repr__(self) -> str:
-        return self._label
+@lru_cache(maxsize=None)
+def _box_class():
+    widgets = _ipywidgets("a loss_inspect widget")
+
+    class _Box(widgets.VBox):
+        """A VBox whose text/plain repr is a fixed label instead of its state."""
+
+        def __init__(self, children, label: str, **kwargs):
+            super().__init__(children, **kwargs)
+            self._label = label
+
+        def _repr_mimebundle_(self, **kwargs):
+            bundle = super()._repr_mimebundle_(**kwargs)
+            if isinstance(bundle, tuple):
+                bundle = bundle[0]
+            bundle = dict(bundle or {})
+            bundle["text/plain"] = self._label
+            return bundle
+
+        def __repr__(self) -> str:
+            return self._label
+
+    return _Box
 
 
 class LiveView:
@@ -60,14 +84,18 @@ class LiveView:
         first_frame_cost: assumed cost of a frame until one has been timed.
         dpi: resolution of the live frames.
         final_in_fit: draw the final frame when ``fit()`` returns. ``%%losses``
-            passes False and draws it when the cell ends, so that no frame
-            is drawn inside ``fit()`` but the throttled ones.
+            passes False and calls `finish` when the cell ends, so that no
+            frame is drawn inside ``fit()`` but the throttled ones.
         clock: a monotonic clock (tests pass a fake one).
+
+    Raises:
+        ImportError: ipywidgets cannot be imported.
     """
 
     def __init__(self, recorder, *, view="stack", phase="train", logy=False,
                  smoothing=0, hidden=(), min_interval=0.25, max_overhead=0.03,
                  first_frame_cost=0.1, dpi=80, final_in_fit=True, clock=time.monotonic):
+        widgets = _ipywidgets("li.LiveView")
         self.recorder = recorder
         self.final_in_fit = final_in_fit
         self.options = dict(view=view, phase=phase, logy=logy, smoothing=smoothing,
@@ -77,6 +105,8 @@ class LiveView:
         self.max_overhead = max_overhead
         self.dpi = dpi
         self.renders = 0
+        #: What the status line says: waiting, "training", "done" or "stopped by ...".
+        self.state = _WAITING
         self._clock = clock
         self._interval = self._spacing(first_frame_cost)
         self._last = clock()  # the first redraw also respects the budget
@@ -86,9 +116,9 @@ class LiveView:
         # the PNG upscaled and blurry in JupyterLab and Notebook 7 (tests/e2e).
         self.image = widgets.Image(format="png", layout=widgets.Layout(
             max_width="100%", align_self="flex-start"))
-        self.status = widgets.HTML(value=_status(recorder, "waiting for the first step"))
-        self.widget = _Box([self.status, self.image],
-                           label=f"LiveView(model={recorder._model_name!r})")
+        self.status = widgets.HTML(value=_status(recorder, _WAITING))
+        self.widget = _box_class()([self.status, self.image],
+                                   label=f"LiveView(model={recorder._model_name!r})")
 
     def __call__(self, recorder, final: bool) -> None:
         if final and not self.final_in_fit:
@@ -98,21 +128,48 @@ class LiveView:
     def update(self, final: bool = False, force: bool = False) -> bool:
         """Redraw if the throttle allows it (always when ``final``); True if drawn.
 
+        ``final`` marks the run as done: the status says so even when the
+        last throttled frame already shows every record (no redraw then).
         ``force`` redraws even when nothing new was recorded (a control changed).
         """
+        return self._draw(final, force, "done" if final else "training")
+
+    def finish(self, error: BaseException | None = None) -> bool:
+        """Show the final state: every record, and ``done`` or how it stopped.
+
+        With ``error`` (the exception that ended the run, Ctrl-C included)
+        the status reads ``stopped by <ExceptionType> at step N``. The frame
+        is redrawn only if records are missing from it; True if drawn.
+        """
+        if error is None:
+            return self._draw(True, False, "done")
+        return self._draw(True, False, f"stopped by {type(error).__name__}")
+
+    @property
+    def current(self) -> bool:
+        """True when the view shows every record and how the run ended."""
+        return (self.state not in (_WAITING, "training")
+                and self.recorder.history.records == self._drawn_records)
+
+    def redraw(self) -> bool:
+        """Redraw now (the options changed), keeping what the status says."""
+        return self._draw(True, True, self.state)
+
+    def _draw(self, final: bool, force: bool, state: str) -> bool:
         now = self._clock()
         if not final and now - self._last < self._interval:
             return False
         history = self.recorder.history
         if final and not force and history.records == self._drawn_records and self.renders:
-            return False  # the final state is already on screen
+            self._set_status(state)  # the frame is up to date; only the state changes
+            return False
         phase = effective_phase(history, self.options["phase"])
         self._figure = plotting.plot_history(
             history, figure=self._figure, title=f"{self.recorder._model_name}",
             **{**self.options, "phase": phase},
         )
         self.image.value = plotting.figure_to_png(self._figure, dpi=self.dpi, fast=True)
-        self.status.value = _status(self.recorder, "done" if final else "training")
+        self._set_status(state)
         cost = self._clock() - now
         if self.renders == 0:
             # The first frame builds the figure (layout, legend): a one-off.
@@ -124,6 +181,10 @@ class LiveView:
         self._drawn_records = history.records
         self.renders += 1
         return True
+
+    def _set_status(self, state: str) -> None:
+        self.status.value = _status(self.recorder, state)
+        self.state = state
 
     def _spacing(self, frame_cost: float) -> float:
         """Seconds between frames so that drawing stays under max_overhead."""
@@ -145,15 +206,25 @@ class Dashboard:
 
     Display it in one cell; it keeps updating while later cells train the
     model. The controls (terms shown, log scale, smoothing, stacked / lines /
-    share) apply at once and between runs.
+    share) apply at once and between runs. In IPython, the end of every cell
+    that recorded something draws the final state too (a custom loop, or a
+    ``fit()`` that raised: ``stopped by ...``).
 
     Args:
         model_or_recorder: a Keras 3 model (a recorder is attached, and
             detached again by `close`) or a `Recorder`.
+        view, logy, smoothing: the controls' initial values.
+        min_interval, clock: passed to `LiveView`.
+
+    Raises:
+        ImportError: ipywidgets cannot be imported (the message says how to
+            install it and what failed).
     """
 
     def __init__(self, model_or_recorder, *, view="stack", logy=False, smoothing=0,
-                 min_interval=0.25):
+                 min_interval=0.25, clock=time.monotonic):
+        widgets = _ipywidgets("li.Dashboard")
+        from ._display import shell
         from .recorder import Recorder, attach, recorder_for
 
         if isinstance(model_or_recorder, Recorder):
@@ -163,7 +234,7 @@ class Dashboard:
             self.recorder = existing or attach(model_or_recorder)
             self._owns = existing is None
         self.live = LiveView(self.recorder, view=view, phase="all", logy=logy,
-                             smoothing=smoothing, min_interval=min_interval)
+                             smoothing=smoothing, min_interval=min_interval, clock=clock)
         self.view = widgets.ToggleButtons(options=list(plotting.VIEWS), value=view,
                                           description="view")
         self.logy = widgets.Checkbox(value=logy, description="log scale")
@@ -175,10 +246,15 @@ class Dashboard:
             control.observe(self._on_control, names="value")
         controls = widgets.HBox([widgets.VBox([self.view, self.logy, self.smoothing]),
                                  self.terms])
-        self.widget = _Box([controls, self.live.widget],
-                           label=f"Dashboard(model={self.recorder._model_name!r})")
+        self.widget = _box_class()([controls, self.live.widget],
+                                   label=f"Dashboard(model={self.recorder._model_name!r})")
         self._syncing = False
         self.recorder.add_listener(self._on_records)
+        # A fit() that raises, and custom loops, never send a final notice;
+        # the end of the cell does. Bound method: unregistered by close().
+        self._shell = shell()
+        if self._shell is not None:
+            self._shell.events.register("post_run_cell", self._after_cell)
         if len(self.recorder.history):
             self._sync_terms()
             self.live.update(final=True, force=True)
@@ -186,6 +262,36 @@ class Dashboard:
     def _on_records(self, recorder, final: bool) -> None:
         self._sync_terms()
         self.live.update(final=final)
+
+    def _after_cell(self, result=None) -> None:
+        """IPython ``post_run_cell``: show how the cell's training ended.
+
+        An exception here would print a traceback under every later cell
+        (IPython's event trigger), so a failure is reported once and the
+        callback removes itself.
+        """
+        try:
+            if self.live.current or self.recorder.history.records == 0:
+                return
+            self._sync_terms()
+            self.live.finish(getattr(result, "error_in_exec", None))
+        except Exception as exc:
+            self._stop_following_cells()
+            import warnings
+
+            warnings.warn(
+                f"loss_inspect: the dashboard could not show the end of the cell "
+                f"({type(exc).__name__}: {exc}); it no longer redraws at cell ends.",
+                RuntimeWarning, stacklevel=2,
+            )
+
+    def _stop_following_cells(self) -> None:
+        if self._shell is not None:
+            try:
+                self._shell.events.unregister("post_run_cell", self._after_cell)
+            except ValueError:
+                pass  # already unregistered
+            self._shell = None
 
     def _sync_terms(self) -> None:
         keys = self.recorder.history.keys()
@@ -207,11 +313,12 @@ class Dashboard:
             view=self.view.value, logy=self.logy.value, smoothing=self.smoothing.value,
             hidden=tuple(k for k in keys if k not in self.terms.value),
         )
-        self.live.update(final=True, force=True)
+        self.live.redraw()
 
     def close(self) -> None:
         """Stop following the recorder (and detach it if the dashboard attached it)."""
         self.recorder.remove_listener(self._on_records)
+        self._stop_following_cells()
         if self._owns:
             self.recorder.detach()
         self.live.close()
@@ -225,7 +332,11 @@ class Dashboard:
 
 
 def _status(recorder, state: str, max_terms: int = 6) -> str:
-    """One line: state, step / epoch, record count, then the latest values."""
+    """One line: state, step / epoch, record count, then the latest values.
+
+    ``stopped by X`` reads ``stopped by X at step N, epoch E``; the other
+    states are followed by `` · step N, epoch E``.
+    """
     history = recorder.history
     n = history.records
     name = f"<code>{escape(recorder._model_name)}</code>"
@@ -234,6 +345,7 @@ def _status(recorder, state: str, max_terms: int = 6) -> str:
     last = history.record(-1)
     epoch = last["epoch"]
     where = f"step {last['step']}" + (f", epoch {epoch + 1}" if epoch >= 0 else "")
+    joiner = " at " if state.startswith("stopped") else " &middot; "
     keys = history.keys()
     latest = [("total", last["total"])]
     latest += [(key, last[key]) for key in keys[:max_terms] if key in last]
@@ -243,6 +355,6 @@ def _status(recorder, state: str, max_terms: int = 6) -> str:
     more = len(keys) - max_terms
     tail = f" &middot; +{more} more" if more > 0 else ""
     return (
-        f"{name}: {escape(state)} &middot; {escape(where)} &middot; {n} records"
+        f"{name}: {escape(state)}{joiner}{escape(where)} &middot; {n} records"
         f"<br><span style='font-size:90%'>{values}{tail}</span>"
     )

@@ -130,3 +130,142 @@ def test_final_frame_can_be_left_to_the_owner_instead_of_fit():
         assert inside.update(final=True) and inside.renders == 1
     finally:
         rec.detach()
+
+
+def test_final_call_says_done_when_the_last_throttled_frame_is_already_current():
+    rec, model, x, y = _recorder_with_steps(1)
+    try:
+        clock = FakeClock()
+        view = LiveView(rec, clock=clock, min_interval=0.25, first_frame_cost=0.01)
+        rec.add_listener(view)
+        clock.now += 1.0
+        model.train_on_batch(x[:16], y[:16])  # a throttled frame: every record is on it
+        assert view.renders == 1 and "training" in view.status.value
+        frame = view.image.value
+        view(rec, final=True)  # what fit() sends when it returns
+        assert view.renders == 1 and view.image.value == frame  # no redraw needed...
+        assert "done" in view.status.value and "training" not in view.status.value  # ...but done
+        assert view.state == "done" and view.current
+    finally:
+        rec.detach()
+
+
+def test_finish_with_an_error_draws_what_was_recorded_and_says_it_stopped():
+    rec, model, x, y = _recorder_with_steps(4)
+    try:
+        view = LiveView(rec, final_in_fit=False)
+        rec.add_listener(view)
+        for start in range(0, 48, 16):
+            model.train_on_batch(x[start:start + 16], y[start:start + 16])
+        assert view.renders == 0  # the throttle held every frame back
+        assert view.finish(ValueError("boom")) and view.renders == 1
+        assert "stopped by ValueError at step 3 &middot; 3 records" in view.status.value
+        assert view.image.value[:4] == b"\x89PNG" and view.current
+        assert not view.finish(KeyboardInterrupt())  # no new record: only the status changes
+        assert "stopped by KeyboardInterrupt at step 3" in view.status.value
+    finally:
+        rec.detach()
+
+
+def test_many_rapid_updates_keep_the_throttle_and_leak_no_figure(capfd):
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    rec, model, x, y = _recorder_with_steps(1)
+    try:
+        clock = FakeClock()
+        view = LiveView(rec, clock=clock, min_interval=0.25, first_frame_cost=0.01)
+        frames = []
+        view.image.observe(lambda change: frames.append(clock.now), names="value")
+        rec.add_listener(view)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(520):  # 520 steps, 520 notifications, 2.6 s of fake time
+                model.train_on_batch(x[:16], y[:16])
+                clock.now += 0.005
+            view.update(final=True)
+        gaps = np.diff(frames[:-1])  # the final frame is not throttled
+        assert 8 <= len(frames) - 1 <= 2.6 / 0.25 + 1 and gaps.min() >= 0.25 - 1e-9
+        assert view.renders == len(frames) and "done" in view.status.value
+        assert "step 520" in view.status.value and view.current
+        assert plt.get_fignums() == []
+        assert not [w for w in caught if "figures" in str(w.message)], caught
+        assert "More than 20 figures" not in capfd.readouterr().err
+    finally:
+        rec.detach()
+
+
+def test_dashboard_log_scale_and_toggles_set_between_runs_apply_to_the_next_fit():
+    x, y = models.data()
+    model = models.mlp()
+    dash = Dashboard(model, min_interval=0.0)
+    try:
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+        assert dash.live._figure.axes[0].get_yscale() == "linear"
+        dash.logy.value = True  # between runs: redraws at once
+        assert dash.live._figure.axes[0].get_yscale() == "log"
+        dash.view.value = "lines"
+        dash.terms.value = ("compiled", "add_loss:mlp/extra")
+        before = dash.live.renders
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+        assert dash.live.renders > before and "step 8" in dash.live.status.value
+        axes = dash.live._figure.axes[0]
+        assert axes.get_yscale() == "log"
+        series = dash.live._figure._loss_inspect_series
+        assert set(series) == {"compiled", "add_loss:mlp/extra", "total"}, series.keys()
+        assert dash.live.options["view"] == "lines" and dash.logy.value
+    finally:
+        dash.close()
+
+
+def _shell():
+    from IPython.testing.globalipapp import get_ipython
+
+    return get_ipython()
+
+
+def test_dashboard_shows_how_a_failing_cell_ended():
+    """A fit() that raises sends no final notice: the end of the cell does."""
+    ip = _shell()
+    x, y = models.data()
+    model = models.mlp()
+    ip.user_ns.update(model=model, x=x, y=y)
+    callbacks = list(ip.events.callbacks["post_run_cell"])
+    dash = Dashboard(model)
+    try:
+        stop = ("import keras\nclass Stop(keras.callbacks.Callback):\n"
+                "    def on_train_batch_end(self, batch, logs=None):\n"
+                "        if batch == 2: raise ValueError('stopped in fit')\n")
+        result = ip.run_cell(stop + "model.fit(x, y, batch_size=16, epochs=1, verbose=0, "
+                             "callbacks=[Stop()])")
+        assert isinstance(result.error_in_exec, ValueError)
+        assert "stopped by ValueError at step 3, epoch 1 &middot; 3 records" in dash.live.status.value
+        assert dash.live.current
+        ip.run_cell("print('unrelated cell')")  # nothing new: no redraw
+        renders = dash.live.renders
+        assert "stopped by ValueError" in dash.live.status.value
+        ip.run_cell("model.train_on_batch(x[:16], y[:16])")  # a custom loop: no fit() end
+        assert dash.live.renders == renders + 1 and "done &middot; step 4" in dash.live.status.value
+    finally:
+        dash.close()
+        ip.user_ns.pop("Stop", None)
+    assert ip.events.callbacks["post_run_cell"] == callbacks
+
+
+def test_dashboard_final_notice_after_a_current_throttled_frame_says_done():
+    ip = _shell()
+    x, y = models.data()
+    model = models.mlp()
+    ip.user_ns.update(model=model, x=x, y=y)
+    clock = FakeClock()
+    dash = Dashboard(model, clock=clock)
+    try:
+        clock.now += 10.0
+        ip.run_cell("model.train_on_batch(x[:16], y[:16])")  # a throttled frame, then the cell ends
+        assert dash.live.renders == 1 and "done &middot; step 1" in dash.live.status.value
+        clock.now += 10.0
+        model.fit(x[:16], y[:16], batch_size=16, epochs=1, verbose=0)  # one step: a frame, then final
+        assert dash.live.renders == 2 and "done &middot; step 2" in dash.live.status.value
+    finally:
+        dash.close()
