@@ -22,6 +22,8 @@ What is used, and why:
   eager call from nested calls and from symbolic shape inference.
 * ``train_function`` / ``test_function`` / ``predict_function``: traced step
   functions are rebuilt on attach (so they contain the hook) and restored on detach.
+* TensorFlow ``Trainer.distribute_strategy``: several replicas are refused
+  (each replica records its share, which Keras rescales).
 * JAX ``_jax_state`` / ``_jax_state_synced`` / ``jax_state_sync``: a Ctrl-C held
   until a step's entry writes that step's input state back before it is raised.
 """
@@ -47,6 +49,7 @@ _INSTANCE_ATTRS = (
     "evaluate",
     "train_on_batch",
     "test_on_batch",
+    "predict",
     "make_train_function",
     "make_test_function",
     "make_predict_function",
@@ -82,6 +85,14 @@ def check_version() -> None:
 
 def backend() -> str:
     return keras.backend.backend()
+
+
+def tf_replicas(model) -> int:
+    """Replicas of the TensorFlow distribution strategy ``model`` trains under (1 elsewhere)."""
+    if backend() != "tensorflow":
+        return 1
+    strategy = getattr(model, "distribute_strategy", None)  # the model's, or the scope's
+    return int(getattr(strategy, "num_replicas_in_sync", 1) or 1)
 
 
 # --------------------------------------------------------------------- models

@@ -10,6 +10,7 @@ layer calling ``add_loss`` twice).
 
 from __future__ import annotations
 
+import weakref
 from typing import NamedTuple
 
 from .history import Term
@@ -27,8 +28,11 @@ class Origin(NamedTuple):
 class LossRegistry:
     """Origins of the loss tensors added during the current forward pass.
 
-    Keyed by ``id()`` (never by value: comparing JAX tracers raises) and
-    holding the tensor itself, so a recycled id can never be mistaken for it.
+    Keyed by ``id()`` (never by value: comparing JAX tracers raises). Each
+    entry holds a weak reference to its tensor where the type allows one
+    (torch tensors, JAX arrays: the recorder must not keep an autograd graph
+    or a device buffer alive), the tensor itself otherwise (TF tensors,
+    tracers); either way a recycled id can never be mistaken for it.
     """
 
     __slots__ = ("_entries",)
@@ -37,11 +41,15 @@ class LossRegistry:
         self._entries: dict[int, tuple[object, Origin]] = {}
 
     def record(self, tensor, origin: Origin) -> None:
-        self._entries[id(tensor)] = (tensor, origin)
+        try:
+            ref = weakref.ref(tensor)
+        except TypeError:
+            ref = _StrongRef(tensor)
+        self._entries[id(tensor)] = (ref, origin)
 
     def lookup(self, tensor) -> Origin | None:
         entry = self._entries.get(id(tensor))
-        if entry is not None and entry[0] is tensor:
+        if entry is not None and entry[0]() is tensor:
             return entry[1]
         return None
 
@@ -50,6 +58,18 @@ class LossRegistry:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class _StrongRef:
+    """``weakref.ref``'s interface for objects that cannot be weakly referenced."""
+
+    __slots__ = ("_obj",)
+
+    def __init__(self, obj):
+        self._obj = obj
+
+    def __call__(self):
+        return self._obj
 
 
 def attribute_added(losses, registry: LossRegistry, regularizer_paths) -> list[Origin]:

@@ -21,14 +21,16 @@ import keras
 import numpy as np
 from keras import ops
 
-from . import _capture, _keras_internals as internals
+from . import _add_loss_hooks, _capture, _keras_internals as internals
 from ._interrupts import InterruptGate
 from ._terms import LossRegistry, Origin, attribute_added
 from .history import NO_EPOCH, PHASES, LossHistory, NonFiniteLossError
 
 __all__ = ["Recorder", "attach", "recorders", "recorder_for"]
 
-_ATTACHED: dict[int, "Recorder"] = {}
+#: id(model) -> its recorder. Weak: a recorder lives as long as its model
+#: (whose shadowed methods hold it) or its user, never because of this table.
+_ATTACHED: "weakref.WeakValueDictionary[int, Recorder]" = weakref.WeakValueDictionary()
 _PHASE_OF_FUNCTION = {"train": "train", "test": "eval", "predict": "predict"}
 NAN_POLICIES = ("ignore", "warn", "raise")
 #: Rows the device keeps between two reads. Reading forces a host sync, so it
@@ -44,8 +46,13 @@ def attach(
     """Start recording the loss breakdown of ``model``; see `Recorder`.
 
     Attaching to a model that already has a recorder returns that recorder
-    (so re-running a notebook cell is harmless); ``with attach(model):``
-    detaches it on exit either way.
+    (so re-running a notebook cell is harmless), unless other options are
+    asked for: that raises ``ValueError`` (detach first). ``with
+    attach(model):`` detaches it on exit either way.
+
+    A recorder keeps its model alive while attached only through the
+    methods it shadows on the model: dropping the model (and the recorder)
+    lets both be garbage-collected. Once detached it holds the model weakly.
 
     Args:
         model: a Keras 3 ``keras.Model``.
@@ -61,14 +68,14 @@ def attach(
 
     Raises:
         TypeError: ``model`` is not a Keras 3 model.
-        ValueError: a bad ``capacity``, ``every`` or ``nan``.
+        ValueError: a bad ``capacity``, ``every`` or ``nan``, or options other
+            than those of the recorder already attached to ``model``.
+        NotImplementedError: the model trains under a TensorFlow distribution
+            strategy with several replicas.
     """
     problem = internals.describe_non_model(model)
     if problem is not None:
         raise TypeError(problem)
-    existing = recorder_for(model)
-    if existing is not None:
-        return existing
     if capacity is not None and (not isinstance(capacity, int) or capacity < 1):
         raise ValueError(
             f"capacity must be a positive int (number of terms); got {capacity!r}."
@@ -77,6 +84,32 @@ def attach(
         raise ValueError(f"every must be a positive int (keep 1 step in N); got {every!r}.")
     if nan not in NAN_POLICIES:
         raise ValueError(f"nan must be one of {NAN_POLICIES}; got {nan!r}.")
+    existing = recorder_for(model)
+    if existing is not None:
+        asked = {"every": every, "nan": nan}
+        have = {"every": existing.every, "nan": existing.nan}
+        if capacity is not None:
+            asked["capacity"], have["capacity"] = capacity, existing._capacity_wanted
+        if asked != have:
+            wanted = ", ".join(f"{k}={v!r}" for k, v in asked.items() if have[k] != v)
+            current = ", ".join(f"{k}={have[k]!r}" for k, v in asked.items() if have[k] != v)
+            raise ValueError(
+                f"Model {model.name!r} already has a recorder attached with {current}; "
+                f"attach() would return it, not one with {wanted}. Detach it first "
+                "(rec.detach() on the recorder attach() gave you; li.recorders() "
+                "lists the attached ones), then attach again."
+            )
+        return existing
+    replicas = internals.tf_replicas(model)
+    if replicas > 1:
+        raise NotImplementedError(
+            f"Model {model.name!r} trains under a TensorFlow distribution strategy "
+            f"with {replicas} replicas; loss_inspect cannot record that yet (each "
+            "replica sees its share of the batch and Keras rescales the loss, so the "
+            "recorded terms would not add up to Keras's loss). Inspect the breakdown "
+            "on one replica (build the model outside the strategy's scope), or use "
+            "the JAX backend with keras.distribution.DataParallel, which is supported."
+        )
     return Recorder(model, capacity=capacity, every=every, nan=nan)
 
 
@@ -170,6 +203,8 @@ class Recorder:
         self._step = _optimizer_iterations(model)
         self._call_depth = 0
         self._fit_depth = 0
+        self._entry_depth = 0  # Keras loops running (fit, evaluate, predict, ...)
+        self._release_pending = False
         self._compute_loss_calls = 0
         self._eager_rows: list = []
         self._cursor_seen = 0
@@ -188,7 +223,7 @@ class Recorder:
         self._compiled_info: list[tuple[str, object]] | None = None
         self._saved_functions = internals.step_functions(model)
         self._saved_compile_token = _compile_token(model)
-        self._patched_layers: list = []
+        self._add_loss_hooks: list = []  # (layer, hook)
         self._attached = True
         _ATTACHED[self._model_id] = self
         try:
@@ -212,19 +247,35 @@ class Recorder:
         return self._attached
 
     def detach(self) -> None:
-        """Stop recording and undo every change made to the model (idempotent)."""
+        """Stop recording and undo every change made to the model (idempotent).
+
+        Called while Keras runs a loop on the model (from a callback inside
+        ``fit()``), it stops recording at once and restores the model when
+        that loop returns: Keras fetches the step function on every batch.
+        """
         if not self._attached:
             return
-        self._attached = False
         try:
             self._flush_quietly()
         finally:
-            _ATTACHED.pop(self._model_id, None)
-            model = self.model
-            if model is not None:
-                self._uninstall(model)
-            self._registry.clear()
-            self._eager_rows.clear()
+            self._attached = False
+            if _ATTACHED.get(self._model_id) is self:
+                del _ATTACHED[self._model_id]
+            if self._entry_depth:
+                self._release_pending = True
+            else:
+                self._release()
+
+    def _release(self) -> None:
+        """Undo every change to the model, then hold it only weakly."""
+        self._release_pending = False
+        model = self.model
+        if model is not None:
+            self._uninstall(model)
+        self._registry.clear()
+        self._eager_rows.clear()
+        self._pending = self._capture = None
+        self._tree, self._saved_functions = [], {}
 
     def add_listener(self, listener) -> None:
         """Call ``listener(recorder, final)`` after each batch of new records.
@@ -277,13 +328,14 @@ class Recorder:
         for kind in ("train", "test", "predict"):
             internals.set_step_function(model, kind, None)
         for layer, path in self._tree:
-            self._patch_add_loss(layer, path)
+            self._add_loss_hooks.append(
+                (layer, _add_loss_hooks.install(layer, self._registry, path)))
         self._patch(model, "compute_loss", self._make_compute_loss)
         self._patch(model, "_aggregate_additional_loss", self._make_aggregate)
         self._patch(model, "call", self._make_call)
         self._patch(model, "fit", self._make_fit)
-        for name in ("evaluate", "train_on_batch", "test_on_batch"):
-            self._patch(model, name, self._make_raising)
+        for name in ("evaluate", "train_on_batch", "test_on_batch", "predict"):
+            self._patch(model, name, self._make_entry_point)
         for kind in ("train", "test", "predict"):
             self._patch(
                 model,
@@ -304,9 +356,9 @@ class Recorder:
     def _uninstall(self, model) -> None:
         for name in internals._INSTANCE_ATTRS:
             internals.del_instance_attr(model, name)
-        for layer in self._patched_layers:
-            internals.del_instance_attr(layer, "add_loss")
-        self._patched_layers.clear()
+        for layer, hook in self._add_loss_hooks:
+            _add_loss_hooks.remove(layer, hook)
+        self._add_loss_hooks.clear()
         self._unhook_compile_loss()
         if self._state is not None:
             internals.remove_state_metric(model, self._state)
@@ -330,23 +382,6 @@ class Recorder:
         self._state = _capture.StateBuffer(rows, self._capacity_wanted, self._dtype)
         self._cursor_seen = 0
         internals.add_state_metric(model, self._state)
-
-    def _patch_add_loss(self, layer, path: str) -> None:
-        original = layer.add_loss
-        registry = self._registry
-        activity = Origin("activity", path)
-        added = Origin("add_loss", path)
-
-        @functools.wraps(original)
-        def add_loss(loss):
-            result = original(loss)
-            origin = activity if internals.called_from_layer_call() else added
-            for tensor in keras.tree.flatten(loss):
-                registry.record(tensor, origin)
-            return result
-
-        internals.set_instance_attr(layer, "add_loss", add_loss)
-        self._patched_layers.append(layer)
 
     def _hook_compile_loss(self, model) -> None:
         """Wrap the CompileLoss (and, once built, each output's loss function)."""
@@ -411,7 +446,8 @@ class Recorder:
             y_pred = kwargs["y_pred"] if "y_pred" in kwargs else (
                 args[2] if len(args) > 2 else None
             )
-            if recorder._phase not in ("train", "eval") or _capture.is_symbolic_call(y_pred):
+            if (recorder._phase not in ("train", "eval") or not recorder._attached
+                    or _capture.is_symbolic_call(y_pred)):
                 return original(*args, **kwargs)
             model = recorder.model
             recorder._hook_compile_loss(model)
@@ -447,6 +483,8 @@ class Recorder:
 
         @functools.wraps(original)
         def call(*args, **kwargs):
+            if not recorder._attached:  # detached inside fit(): restored when it returns
+                return original(*args, **kwargs)
             recorder._call_depth += 1
             if recorder._call_depth == 1:
                 recorder._registry.clear()
@@ -481,9 +519,10 @@ class Recorder:
             else:
                 bound.arguments["callbacks"] = [*(callbacks or []), tracker]
             model = recorder.model
-            if recorder._fit_depth == 0:
+            if recorder._fit_depth == 0 and recorder._attached:
                 recorder._ensure_state(model)
             recorder._fit_depth += 1
+            recorder._entry_depth += 1
             try:
                 with recorder._interrupt_guard():
                     result = original(*bound.args, **bound.kwargs)
@@ -496,6 +535,7 @@ class Recorder:
             finally:
                 if isinstance(callbacks, keras.callbacks.CallbackList):
                     callbacks.callbacks.remove(tracker)
+                recorder._left_entry_point()
             recorder._fit_depth -= 1
             recorder._flush()
             recorder._epoch = NO_EPOCH
@@ -505,13 +545,15 @@ class Recorder:
 
         return fit
 
-    def _make_raising(self, original):
+    def _make_entry_point(self, original):
         """Wrap a Keras entry point so a pending `NonFiniteLossError` is raised
-        only after Keras has written the step's state back to the model."""
+        only after Keras has written the step's state back to the model, and
+        a `detach` from inside it waits for it to return."""
         recorder = self
 
         @functools.wraps(original)
         def entry_point(*args, **kwargs):
+            recorder._entry_depth += 1
             try:
                 with recorder._interrupt_guard():
                     result = original(*args, **kwargs)
@@ -519,11 +561,18 @@ class Recorder:
                 if recorder._fit_depth == 0:
                     recorder._stop_error = None
                 raise
+            finally:
+                recorder._left_entry_point()
             if recorder._fit_depth == 0:  # fit() validates with evaluate(): fit raises
                 recorder._raise_pending()
             return result
 
         return entry_point
+
+    def _left_entry_point(self) -> None:
+        self._entry_depth -= 1
+        if self._entry_depth == 0 and self._release_pending:
+            self._release()
 
     def _interrupt_guard(self):
         gate = self._interrupts
@@ -539,6 +588,8 @@ class Recorder:
 
         @functools.wraps(original)
         def make_function(*args, **kwargs):
+            if not recorder._attached:  # detached inside fit(): restored when it returns
+                return original(*args, **kwargs)
             model = recorder.model
             if kind != "predict" and recorder._fit_depth == 0:
                 recorder._ensure_state(model)
@@ -709,6 +760,8 @@ class Recorder:
 
     def _flush(self) -> None:
         """Bring every row the host can reach into the history, in order."""
+        if not self._attached:
+            return  # detach flushed; later rows belong to no one
         self._flush_eager_rows()
         self._read_state()
 

@@ -18,6 +18,7 @@ import textwrap
 import threading
 import time
 import warnings
+import weakref
 
 import keras
 import numpy as np
@@ -176,24 +177,27 @@ def assert_unchanged_up_to_eager_jax_noise(result):
 
 
 @pytest.mark.parametrize("jit_compile", JIT_MODES)
-def test_invariants_under_jit_modes(jit_compile):
+def test_invariants_under_jit_modes(jit_compile, tmp_path):
     x, y = models.data()
     result = fit_with_and_without(lambda: models.mlp(jit_compile=jit_compile), x, y)
     if EAGER_JAX and jit_compile is False:
         assert_terms_sum_to_total(result["history"])
         assert_keras_totals(result["history"], result["recorded"])
         assert_unchanged_up_to_eager_jax_noise(result)
+        # Bit-identical where process history is equal: each fit in a fresh process.
+        assert_unchanged_in_fresh_processes(tmp_path, "mlp", {"jit_compile": False})
     else:
         assert_invariants(result)
 
 
-def test_invariants_run_eagerly():
+def test_invariants_run_eagerly(tmp_path):
     x, y = models.data()
     result = fit_with_and_without(lambda: models.mlp(run_eagerly=True), x, y)
     if EAGER_JAX:
         assert_terms_sum_to_total(result["history"])
         assert_keras_totals(result["history"], result["recorded"])
         assert_unchanged_up_to_eager_jax_noise(result)
+        assert_unchanged_in_fresh_processes(tmp_path, "mlp", {"run_eagerly": True})
     else:
         assert_invariants(result)
 
@@ -274,6 +278,28 @@ def test_expected_terms_of_each_model(backend):
         assert rec.history.keys()[0] == expected[0]
 
 
+@pytest.mark.parametrize("with_training_arg", [True, False])
+def test_compute_loss_override_shows_its_extra_as_the_residual(with_training_arg):
+    """The override adds a term Keras cannot attribute: it is the residual,
+    with the value the override added, never folded into another term."""
+    x, y = models.data()
+    model = models.compute_loss_override(with_training_arg)
+    with li.attach(model) as rec:
+        model.fit(x, y, **FIT)
+        y_pred = model.predict(x[:16], verbose=0)
+    h = rec.history.select(phase="train")
+    assert "residual" in h.keys() and h.term("residual").kind == "residual"
+    other = [k for k in h.keys() if k != "residual"]
+    np.testing.assert_allclose(h["residual"], h["total"] - sum(h[k] for k in other), rtol=1e-6)
+    assert np.all(h["residual"] > 0)
+    # The override's extra term is `factor * mean(|y_pred|)` (tests/models.py).
+    with li.attach(model) as rec2:
+        model.evaluate(x[:16], y[:16], batch_size=16, verbose=0)
+    factor = 0.5 if with_training_arg else 0.25  # ExtraTermModel / ExtraTermNoTrainingArg
+    np.testing.assert_allclose(rec2.history["residual"], [factor * np.mean(np.abs(y_pred))],
+                               rtol=1e-5)
+
+
 def test_phases_steps_and_epochs():
     x, y = models.data()
     model = models.mlp()
@@ -328,9 +354,13 @@ def test_regularizer_value_is_the_one_used_in_the_step():
     assert len(set(np.round(used, 6))) == 4  # the weights really moved
 
 
-def test_detach_leaves_model_as_it_was():
+EXECUTION_MODES = [dict(jit_compile=mode) for mode in JIT_MODES] + [dict(run_eagerly=True)]
+
+
+@pytest.mark.parametrize("mode", EXECUTION_MODES, ids=str)
+def test_detach_leaves_model_as_it_was(mode):
     x, y = models.data()
-    model = models.mlp()
+    model = models.mlp(**mode)
     model.fit(x, y, **FIT)
     before = {
         "model_dict": set(model.__dict__),
@@ -543,6 +573,10 @@ def test_values_are_numpy_floats_no_tensors_kept():
     with li.attach(model) as rec:
         model.fit(x, y, **FIT)
         model(x[:4], training=True)
+        # While attached, the registry refers to the last pass's loss tensors
+        # weakly: on torch they carry the autograd graph.
+        refs = [ref for ref, _ in rec._registry._entries.values()]
+        assert refs and all(isinstance(ref, weakref.ref) for ref in refs)
     h = rec.history
     for name, value in vars(h).items():
         assert value is None or isinstance(value, (np.ndarray, list, dict, int)), name
@@ -559,13 +593,23 @@ def test_values_are_numpy_floats_no_tensors_kept():
         (np.zeros(3), "ndarray"),
         (keras.layers.Dense(2), "Dense"),
         (None, "NoneType"),
+        (type("Sequential", (), {"__module__": "tf_keras.src.engine.sequential"})(),
+         "tf_keras.src.engine.sequential.Sequential"),
+        (type("Functional", (), {"__module__": "keras.src.engine.functional"})(),
+         "keras.src.engine.functional.Functional"),
     ],
+    ids=["float", "str", "ndarray", "layer", "none", "tf_keras", "keras2"],
 )
 def test_attach_rejects_non_models(bad, type_name):
+    """Not a Keras 3 model. tf_keras (Keras 2) is not installed here, so its
+    models are stood in for by classes from its module paths, which is all
+    the check looks at (``_keras_internals.describe_non_model``)."""
     with pytest.raises(TypeError) as info:
         li.attach(bad)
     message = str(info.value)
     assert "Expected a Keras 3 model" in message and type_name in message
+    if type_name.startswith(("tf_keras", "keras.src.engine")):
+        assert "This is a tf.keras / Keras 2 model" in message
 
 
 def test_bad_capacity_is_a_clear_error():
@@ -580,6 +624,10 @@ def test_bypassed_compute_loss_warns_with_method_name():
         with li.attach(model) as rec:
             model.fit(x, y, **FIT)
     assert len(rec.history.select(phase="train")) == 0
+    # ... and the warning says what can still be seen
+    with pytest.warns(RuntimeWarning, match=r"Still visible: eager forward passes model\(x\)"):
+        with li.attach(models.bypassing_train_step_any_backend()) as rec_again:
+            rec_again.model.fit(x, y, **FIT)
     with li.attach(model) as rec:  # eager calls are still seen
         model(x[:4])
     assert list(rec.history.phases) == ["call"]
@@ -628,9 +676,10 @@ def _reload_in_fresh_process(path, tmp_path):
 
 
 @pytest.mark.slow
-def test_model_saves_and_reloads_while_attached_and_after(tmp_path):
+@pytest.mark.parametrize("mode", [{}, dict(run_eagerly=True)], ids=str)
+def test_model_saves_and_reloads_while_attached_and_after(tmp_path, mode):
     x, y = models.data()
-    model = models.mlp()
+    model = models.mlp(**mode)
     with li.attach(model):
         model.fit(x, y, **FIT)
         model.save(tmp_path / "attached.keras")
@@ -761,3 +810,195 @@ def test_recording_adds_no_warnings_to_a_plain_fit():
         return {str(w.message) for w in caught}
 
     assert warnings_of(True) - warnings_of(False) == set()
+
+
+# ------------------------------------------- lifetime: detach mid-fit, GC, sharing
+class _DetachAt(keras.callbacks.Callback):
+    def __init__(self, recorder, batch):
+        super().__init__()
+        self.recorder, self.batch = recorder, batch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == self.batch:
+            self.recorder.detach()
+
+
+@pytest.mark.parametrize("fitted_before", [False, True])
+def test_detach_inside_fit_stops_recording_and_restores_the_model_when_fit_returns(
+        fitted_before):
+    """Keras fetches the step function on every batch: detach() from a callback
+    must not pull it out from under the running loop (it used to crash fit()
+    with 'NoneType' object is not callable on a model never fitted before)."""
+    x, y = models.data()
+    model = models.mlp()
+    if fitted_before:
+        model.fit(x, y, **FIT)
+    steps_before = int(model.optimizer.iterations) if fitted_before else 0
+    rec = li.attach(model)
+    logs = model.fit(x, y, validation_data=(x[:32], y[:32]),
+                     callbacks=[_DetachAt(rec, batch=2)], **FIT).history
+    assert sorted(logs) == ["loss", "val_loss"] and len(logs["loss"]) == 2
+    assert not rec.attached and li.recorders() == []
+    assert _patched_names(model) == set()
+    h = rec.history
+    assert list(h.phases) == ["train"] * 3  # steps 1-3 of epoch 1, then nothing
+    np.testing.assert_array_equal(h.steps, steps_before + np.arange(1, 4))
+    assert_terms_sum_to_total(h)
+    model.fit(x, y, **FIT)  # the restored model trains, evaluates and predicts
+    model.evaluate(x, y, verbose=0)
+    model.predict(x, verbose=0)
+    assert len(rec.history) == 3 and _patched_names(model) == set()
+
+
+def test_detach_inside_evaluate_and_predict_waits_for_them():
+    x, y = models.data()
+    model = models.mlp()
+
+    class DetachOnBatch(keras.callbacks.Callback):
+        def on_test_batch_end(self, batch, logs=None):
+            rec.detach()
+
+        on_predict_batch_end = on_test_batch_end
+
+    rec = li.attach(model)
+    model.evaluate(x, y, batch_size=16, verbose=0, callbacks=[DetachOnBatch()])
+    assert list(rec.history.phases) == ["eval"]
+    rec = li.attach(model)
+    model.predict(x, batch_size=16, verbose=0, callbacks=[DetachOnBatch()])
+    assert _patched_names(model) == set() and li.recorders() == []
+    model.fit(x, y, **FIT)
+
+
+def test_an_attached_model_can_be_garbage_collected():
+    """Neither the module's table of recorders nor a detached recorder keeps
+    a model alive (li.last() keeps the last %%losses recorder for good)."""
+    import gc
+    import weakref
+
+    x, y = models.data()
+    model = models.mlp()
+    li.attach(model)  # the recorder is not kept: the model's hooks hold it
+    model.fit(x, y, **FIT)
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None and li.recorders() == []
+
+    model = models.mlp()
+    rec = li.attach(model)
+    model.fit(x, y, **FIT)
+    rec.detach()
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None
+    assert rec.model is None and len(rec.history) == 8  # what was recorded stays
+    rec.detach()  # still idempotent
+
+
+def test_attaching_again_with_other_options_is_a_clear_error():
+    model = models.mlp()
+    with li.attach(model, every=2, nan="warn") as rec:
+        assert li.attach(model, every=2, nan="warn") is rec
+        with pytest.raises(ValueError) as info:
+            li.attach(model)  # defaults: every=1, nan="ignore"
+        message = str(info.value)
+        assert "already has a recorder attached with every=2, nan='warn'" in message
+        assert "not one with every=1, nan='ignore'" in message and "Detach it first" in message
+        with pytest.raises(ValueError, match="every must be a positive int"):
+            li.attach(model, every=0, nan="warn")  # bad values are still named first
+        assert rec.attached
+
+
+@pytest.mark.parametrize("inner_first", [False, True])
+def test_two_recorders_on_models_that_share_layers(inner_first):
+    """A submodel (an encoder, a GAN's generator) and the model around it, each
+    with its own recorder: detaching one leaves the other's attribution whole."""
+    x, y = models.data()
+    outer = models.nested_shared()
+    inner = outer.get_layer("encoder")
+    if inner_first:
+        rec_inner, rec_outer = li.attach(inner), li.attach(outer)
+    else:
+        rec_outer, rec_inner = li.attach(outer), li.attach(inner)
+    outer.fit(x, y, **FIT)
+    inner(x[:4], training=True)
+    assert sorted(rec_inner.history.keys()) == ["activity:encoder/code", "add_loss:encoder/kl"]
+    keys = rec_outer.history.keys()
+    rec_inner.detach()
+    outer.fit(x, y, **FIT)
+    assert rec_outer.history.keys() == keys
+    assert "add_loss:vae/encoder/kl" in keys and not any("unattributed" in k for k in keys)
+    assert_terms_sum_to_total(rec_outer.history)
+    rec_outer.detach()
+    assert _patched_names(outer) == set()
+
+
+# ------------------------------------------------------------------ distribution
+DISTRIBUTED = {
+    # Two logical CPUs must be configured before TensorFlow starts: a fresh process.
+    "tensorflow": """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import loss_inspect as li, models
+strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
+with strategy.scope():
+    model = models.mlp()
+try:
+    li.attach(model)
+except NotImplementedError as error:
+    print(json.dumps({"refused": str(error)}))
+x, y = models.data()
+logs = model.fit(x, y, batch_size=16, epochs=1, verbose=0).history  # untouched
+print(json.dumps({"trained": logs["loss"]}))
+""",
+    # Two host devices must be asked for before JAX starts: a fresh process.
+    "jax": """
+import jax, keras, numpy as np
+import loss_inspect as li, models
+keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
+x, y = models.data()
+model = models.mlp()
+with li.attach(model) as rec:
+    logs = model.fit(x, y, batch_size=16, epochs=2, verbose=0,
+                     validation_data=(x[:32], y[:32])).history
+h = rec.history
+print(json.dumps({"devices": len(jax.devices()), "keys": h.keys(),
+                  "total": h["total"].tolist(),
+                  "terms": sum(np.nan_to_num(h[k]) for k in h.keys()).tolist(),
+                  "epochs": h.epochs.tolist(), "phases": h.phases.tolist(),
+                  "batch": h.batch_sizes.tolist(), "logs": logs}))
+""",
+}
+
+if BACKEND in DISTRIBUTED:
+
+    def test_distributed_training(tmp_path):
+        """TF MirroredStrategy (2 replicas) is refused with a clear error, the model
+        left to train as usual; JAX DataParallel (2 devices) is recorded exactly."""
+        import json
+
+        # First: XLA stops parsing at a token without dashes (conftest's flags have one).
+        flags = "--xla_force_host_platform_device_count=2 " + os.environ.get("XLA_FLAGS", "")
+        env = dict(os.environ, XLA_FLAGS=flags.strip())
+        code = "import json, os, sys\nsys.path.insert(0, %r)\n" % os.path.dirname(__file__)
+        proc = subprocess.run([sys.executable, "-c", code + DISTRIBUTED[BACKEND]], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+        if BACKEND == "tensorflow":
+            refused, trained = out
+            assert "with 2 replicas; loss_inspect cannot record that yet" in refused["refused"]
+            assert "keras.distribution.DataParallel" in refused["refused"]
+            assert np.isfinite(trained["trained"][0])
+            return
+        (result,) = out
+        assert result["devices"] == 2
+        np.testing.assert_allclose(result["terms"], result["total"], rtol=1e-6)
+        h = {k: np.asarray(result[k]) for k in ("total", "epochs", "phases", "batch")}
+        for epoch in (0, 1):
+            for phase, key in (("train", "loss"), ("eval", "val_loss")):
+                rows = (h["epochs"] == epoch) & (h["phases"] == phase)
+                mean = np.average(h["total"][rows], weights=h["batch"][rows])
+                np.testing.assert_allclose(mean, result["logs"][key][epoch], rtol=1e-5)

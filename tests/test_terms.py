@@ -65,23 +65,32 @@ def test_registry_keeps_distinct_objects_apart():
 
 
 def test_registry_entry_under_a_recycled_id_does_not_match_another_object():
-    # An entry stored under id(b) but holding a different object (what a
+    # An entry stored under id(b) but pointing at a different object (what a
     # recycled id would look like) must not be returned for b.
     reg = LossRegistry()
     a, b = Tensor(1.0), Tensor(1.0)
-    reg._entries[id(b)] = (a, Origin("add_loss", "stale"))
+    reg._entries[id(b)] = (weakref.ref(a), Origin("add_loss", "stale"))
     assert reg.lookup(b) is None
 
 
-def test_registry_keeps_recorded_objects_alive():
+def test_registry_does_not_keep_recorded_tensors_alive():
+    """A torch loss tensor carries its autograd graph: the registry must not
+    keep it (Keras's own ``layer.losses`` decides how long it lives)."""
     reg = LossRegistry()
     t = Tensor(2.0)
     ref = weakref.ref(t)
     reg.record(t, Origin("add_loss", "m/a"))
+    assert reg.lookup(t) == Origin("add_loss", "m/a")
     del t
     gc.collect()
-    assert ref() is not None
-    assert reg.lookup(ref()) == Origin("add_loss", "m/a")
+    assert ref() is None
+
+
+def test_registry_holds_objects_without_weak_references_itself():
+    reg = LossRegistry()
+    value = 3.25  # a float cannot be weakly referenced
+    reg.record(value, Origin("add_loss", "m/a"))
+    assert reg.lookup(value) == Origin("add_loss", "m/a")
 
 
 def test_registry_clear_forgets_and_releases_objects():
