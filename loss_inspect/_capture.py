@@ -93,10 +93,7 @@ class StateBuffer(keras.metrics.Metric):
             row = ops.pad(row, [[0, self.width - row.shape[0]]])
         cursor = self.cursor.value
         index = ops.reshape(ops.mod(cursor, self.rows), (1, 1))
-        if keras.backend.backend() == "tensorflow":
-            # In place on the tf.Variable: one op, not read + scatter + assign.
-            self.values.value.scatter_nd_update(index, ops.expand_dims(row, 0))
-            self.cursor.value.assign_add(1)
+        if internals.write_row_in_place(self.values, self.cursor, index, ops.expand_dims(row, 0)):
             return
         self.values.assign(
             ops.scatter_update(self.values.value, index, ops.expand_dims(row, 0))

@@ -87,6 +87,29 @@ def backend() -> str:
     return keras.backend.backend()
 
 
+def eager_steps() -> bool:
+    """torch: train and test steps run eagerly, so their rows reach the host
+    directly (no traced state to carry them)."""
+    return backend() == "torch"
+
+
+def stateless_steps() -> bool:
+    """JAX: a step is a pure function of a state tuple that Keras donates to it
+    and writes back to the variables only when ``fit()`` / ``evaluate()``
+    return; the recorder reads its rows from the step's output instead."""
+    return backend() == "jax"
+
+
+def write_row_in_place(values, cursor, index, row) -> bool:
+    """TensorFlow: ``values[index] = row; cursor += 1`` in place on the
+    ``tf.Variable``s (one op each, not read + scatter + assign). False elsewhere."""
+    if backend() != "tensorflow":
+        return False
+    values.value.scatter_nd_update(index, row)
+    cursor.value.assign_add(1)
+    return True
+
+
 def tf_replicas(model) -> int:
     """Replicas of the TensorFlow distribution strategy ``model`` trains under (1 elsewhere)."""
     if backend() != "tensorflow":

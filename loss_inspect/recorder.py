@@ -190,9 +190,9 @@ class Recorder:
         self._model_ref = weakref.ref(model, self._model_collected)
         self._model_id = id(model)
         self._model_name = model.name
-        self._backend = internals.backend()
+        self._stateless = internals.stateless_steps()  # JAX
         # JAX only: a Ctrl-C inside its training loop can delete the state.
-        self._interrupts = InterruptGate() if self._backend == "jax" else None
+        self._interrupts = InterruptGate() if self._stateless else None
         self._history = LossHistory()
         self._layouts = _capture.LayoutTable()
         self._layout_columns: dict[int, np.ndarray] = {}
@@ -369,8 +369,8 @@ class Recorder:
 
     def _ensure_state(self, model) -> None:
         """(Re)build the state buffer when capacity or steps_per_execution outgrew it."""
-        if self._backend == "torch":
-            return  # torch steps are eager: rows go straight to the host
+        if internals.eager_steps():
+            return  # torch: rows go straight to the host
         rows = max(BLOCK_ROWS, 2 * _steps_per_execution(model))
         state = self._state
         if state is not None and state.rows >= rows and state.capacity >= self._capacity_wanted:
@@ -609,7 +609,7 @@ class Recorder:
         phase = _PHASE_OF_FUNCTION[kind]
         state = self._state if kind != "predict" else None
         jax_index = None
-        if state is not None and self._backend == "jax":
+        if state is not None and self._stateless:
             jax_index = internals.metrics_variables_index(
                 self.model, [state.values, state.cursor]
             )
@@ -777,11 +777,11 @@ class Recorder:
         if state is None:
             return
         pending = self._pending
-        if self._backend == "jax" and pending is not None and pending[2] is state:
+        if self._stateless and pending is not None and pending[2] is state:
             metrics = internals.jax_metrics_state(pending[0])
             values_at, cursor_at = pending[1]
             cursor_source, rows_source = metrics[cursor_at], metrics[values_at]
-        elif self._backend == "jax" and (self._fit_depth or self._phase is not None):
+        elif self._stateless and (self._fit_depth or self._phase is not None):
             # Outside a step the JAX values live in the Keras variables only
             # after fit/evaluate synced them, not while they run.
             return

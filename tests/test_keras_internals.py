@@ -100,3 +100,29 @@ def test_regularized_variables_follow_model_losses_order():
 def test_is_overridden(name, expected):
     model = models.compute_loss_override()
     assert internals.is_overridden(model, name) is expected
+
+
+def test_no_other_module_touches_keras_internals_or_names_a_backend():
+    """The code-shape rule: per-backend quirks and private Keras attributes
+    live in `_keras_internals` only (the CLI's --backend choice excepted)."""
+    import pathlib
+    import re
+
+    package = pathlib.Path(internals.__file__).parent
+    rules = {
+        "imports a backend": re.compile(r"^\s*(import|from)\s+(tensorflow|jax|jaxlib|torch)\b", re.M),
+        "compares the backend's name": re.compile(r"backend\(\)\s*[!=]="),
+        "reads a private Keras attribute": re.compile(
+            r"\b(model|layer|optimizer|compile_loss|variable|trainer)\._[a-z]\w*"),
+        "imports keras.src": re.compile(r"keras\.src\b"),
+    }
+    found = []
+    for path in sorted(package.glob("*.py")):
+        if path.name == "_keras_internals.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        for what, pattern in rules.items():
+            for match in pattern.finditer(text):
+                line = text.count("\n", 0, match.start()) + 1
+                found.append(f"{path.name}:{line} {what}: {match.group(0)!r}")
+    assert found == []
