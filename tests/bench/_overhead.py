@@ -1,14 +1,20 @@
 """Fit overhead, measured in one process for one Keras backend.
 
 Run by `benchmark.py` as a child process with ``KERAS_BACKEND`` set (Keras
-fixes its backend at import). For each model it builds one model per
-configuration (same architecture, same seed) and warms each one up with a
-``fit()`` of a few batches (trace, compile, attach, open writers). Then come
-rounds: in each, every configuration runs one timed ``fit()`` of the same
-length, round-robin, the order rotated by one per round; the first round is
-a discarded warm-up. A round's ratio is a configuration's time over plain
-``fit()``'s time in that round; the benchmark reports the median of those
-ratios.
+fixes its backend at import). Every configuration but the naive recorder
+(which needs its own model class) runs on ONE model instance: the recorder
+is attached before its fits and detached before the others. Two instances of
+the same model can differ by several percent in step time on a 2-core CPU
+(the earlier, per-configuration-instance design showed an A/A ratio of 1.13
+on TensorFlow); one instance removes that bias. Attaching and detaching
+retrace the train function, so each switch is followed by short settling
+fits, and the plain fits run on a retraced function just like the recorder's.
+
+A round runs every configuration once: the unattached group and the attached
+group, in alternating order, each rotated by one per round; the first round
+is a discarded warm-up. A ratio is a configuration's time over plain
+``fit()``'s in the same round (the live widget's over a plain fit of its own,
+longer, length); the benchmark reports the median of those ratios.
 """
 
 from __future__ import annotations
@@ -24,10 +30,15 @@ import traceback
 import numpy as np
 
 #: Configurations, in the order of the table.
-#: "plain_again" is an A/A control: plain fit() of a second, identical model.
-#: Its ratio is the noise floor (two model instances differ by a few percent
-#: on a 2-core CPU), against which the other ratios must be read.
-CONFIGS = ("plain", "plain_again", "recorder", "live", "tensorboard", "livelossplot", "naive")
+#: "plain_again" is an A/A control: a second plain fit() in the same round.
+#: Its ratio is the noise floor against which the other ratios must be read.
+#: "plain_long" is plain fit() at the live widget's length (its reference).
+CONFIGS = ("plain", "plain_again", "recorder", "plain_long", "live", "tensorboard",
+           "livelossplot", "naive")
+#: Configurations that run with the recorder attached.
+ATTACHED = ("recorder", "live")
+#: Ratio of each configuration is taken against this one.
+REFERENCE = {"live": "plain_long"}
 
 #: name -> (layer widths, input width, batch size, steps per epoch).
 #: "tiny" is the issue's reference model; "mid" has a step of 10 ms or more on
@@ -110,33 +121,55 @@ def term_means_class():
     return TermMeans
 
 
-class Setup:
-    """One configuration: a model and what is attached to it around ``fit()``."""
+class Bench:
+    """The models of one measurement and what is attached to them around ``fit()``."""
 
-    def __init__(self, kind, model_name, tmp):
+    def __init__(self, model_name, tmp, x, y, batch):
+        self.tmp = tmp
+        self.x, self.y, self.batch = x, y, batch
+        self.model = build(model_name)
+        self.naive = build(model_name, term_means_class())
+        self.recorder = None
+        self.info = {}  # per-fit counters of the last fit, e.g. frames drawn
+        self.switches = []  # seconds of attach/detach + settling fits
+        from livelossplot import PlotLossesKeras  # noqa: F401 - imported before timing
         import keras
 
-        self.kind = kind
-        self.tmp = tmp
-        self.info = {}  # per-fit counters, e.g. frames drawn
-        self.recorder = None
-        self.model = build(model_name, term_means_class() if kind == "naive" else None)
-        if kind in ("recorder", "live"):
-            import loss_inspect as li
+        keras.callbacks.TensorBoard  # noqa: B018 - resolved before timing
 
-            # "live" mirrors a %%losses cell: attach(model, every=1, nan="warn")
-            # and a LiveView(view="stack", phase="train") as its listener.
-            self.recorder = li.attach(self.model, nan="warn" if kind == "live" else "ignore")
-        if kind == "livelossplot":
-            # Import the frontend pieces now, not inside the first timed fit.
-            from livelossplot import PlotLossesKeras  # noqa: F401
-        if kind == "tensorboard":
-            keras.callbacks.TensorBoard  # noqa: B018 - resolved before timing
+    def settle(self, model=None, fits=2):
+        """Short fits after a (re)trace: compile, then let the step time settle."""
+        n = 8 * self.batch
+        for _ in range(fits):
+            (model or self.model).fit(self.x[:n], self.y[:n], batch_size=self.batch,
+                                      epochs=1, verbose=0)
 
-    def fit(self, x, y, batch, epochs):
-        """One ``fit()``; returns its wall time in seconds (callback setup included)."""
+    def set_attached(self, attached):
+        """Attach or detach the recorder (a retrace either way), then settle."""
+        if attached == (self.recorder is not None):
+            return
+        import loss_inspect as li
+
+        start = time.perf_counter()
+        if attached:
+            # as in a %%losses cell: every step, nan="warn"
+            self.recorder = li.attach(self.model, nan="warn")
+        else:
+            self.recorder.detach()
+            self.recorder = None
+        self.settle()
+        self.switches.append(time.perf_counter() - start)
+
+    def fit(self, kind, epochs):
+        """One timed ``fit()`` of configuration ``kind``; its wall time in seconds."""
+        if kind == "naive":
+            model = self.naive
+        else:
+            model = self.model
+            self.set_attached(kind in ATTACHED)
         callbacks, view, frames, out = [], None, [0], contextlib.nullcontext()
-        if self.kind == "live":
+        self.info = {}
+        if kind == "live":
             from loss_inspect.widgets import LiveView
 
             # As in %%losses: throttled frames during fit(), the final one
@@ -144,19 +177,20 @@ class Setup:
             view = LiveView(self.recorder, view="stack", phase="train", final_in_fit=False)
             drawing = _time_updates(view)
             self.recorder.add_listener(view)
-        elif self.kind == "tensorboard":
+        elif kind == "tensorboard":
             import keras
 
             callbacks = [keras.callbacks.TensorBoard(
-                log_dir=os.path.join(self.tmp, f"tb_{id(self)}"), update_freq="batch")]
-        elif self.kind == "livelossplot":
+                log_dir=os.path.join(self.tmp, f"tb_{time.monotonic_ns()}"),
+                update_freq="batch")]
+        elif kind == "livelossplot":
             callbacks = [_plot_losses_keras(frames)]
             out = contextlib.redirect_stdout(io.StringIO())  # its ExtremaPrinter text
         gc.collect()
         with out:
             start = time.perf_counter()
-            self.model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0,
-                           callbacks=callbacks)
+            model.fit(self.x, self.y, batch_size=self.batch, epochs=epochs, verbose=0,
+                      callbacks=callbacks)
             elapsed = time.perf_counter() - start
         if view is not None:
             self.recorder.remove_listener(view)
@@ -169,7 +203,7 @@ class Setup:
             self.info = {"frames": in_fit[0], "drawing_s": in_fit[1], "final_s": final_s,
                          "png_bytes": len(view.image.value)}
             view.close()
-        elif self.kind == "livelossplot":
+        elif kind == "livelossplot":
             self.info = {"frames": frames[0]}
         return elapsed
 
@@ -221,83 +255,98 @@ def _plot_losses_keras(frames):
     return PlotLossesKeras(outputs=outputs, mode="notebook")
 
 
-def measure(model_name, rounds, seconds, tmp, log):
-    """Warm up every configuration, then run ``rounds`` interleaved rounds."""
+def measure(model_name, rounds, seconds, live_seconds, tmp, log):
+    """Warm up, then run ``rounds`` interleaved rounds (plus a discarded one)."""
     import keras
 
     x, y, batch = data(model_name)
     steps_per_epoch = len(x) // batch
-    setups, errors = {}, {}
     start = time.perf_counter()
-    for kind in CONFIGS:
-        try:
-            setup = Setup(kind, model_name, tmp)
-            # warm-up on a few batches: trace, compile, attach, open writers
-            setup.fit(x[: 4 * batch], y[: 4 * batch], batch, 1)
-            setups[kind] = setup
-        except Exception as exc:  # reported in the table, never hidden
-            errors[kind] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-            log(f"  {kind}: failed in warm-up: {errors[kind]}")
-            log("".join(traceback.format_exc(limit=-3)))
-    plain = setups["plain"]
-    one_epoch = min(plain.fit(x, y, batch, 1) for _ in range(2))
+    bench = Bench(model_name, tmp, x, y, batch)
+    bench.settle(bench.naive)
+    bench.settle()
+    one_epoch = min(bench.fit("plain", 1) for _ in range(2))
     epochs = max(1, round(seconds / one_epoch))
-    log(f"  {model_name}: warm-up fits {time.perf_counter() - start:.0f} s; plain epoch "
+    kinds = [k for k in CONFIGS if live_seconds or k not in ("plain_long", "live")]
+    lengths = {k: epochs for k in kinds}
+    if live_seconds:
+        # Long enough for the throttled widget to draw several frames.
+        lengths["plain_long"] = lengths["live"] = max(epochs, round(live_seconds / one_epoch))
+    log(f"  {model_name}: warm-up {time.perf_counter() - start:.0f} s; plain epoch "
         f"{one_epoch:.2f} s -> {epochs} epochs ({epochs * steps_per_epoch} steps) per "
-        f"fit, {rounds} rounds")
+        f"fit, {rounds} rounds" + (f"; live fits {lengths['live']} epochs" if live_seconds else ""))
 
-    order = [kind for kind in CONFIGS if kind in setups]
-    times = {kind: [] for kind in order}
-    info = {kind: [] for kind in order}
-    # Round 0 runs every configuration at the timed length and is discarded:
-    # TensorFlow needs a few fits of a new model before its step time settles.
+    times = {kind: [] for kind in kinds}
+    info = {kind: [] for kind in kinds}
+    errors = {}
+    # Round 0 runs every configuration at the timed length and is discarded.
     for r in range(rounds + 1):
-        shift = r % len(order)
+        unattached = [k for k in kinds if k not in ATTACHED and k not in errors]
+        attached = [k for k in kinds if k in ATTACHED and k not in errors]
+        first, second = _rotate(unattached, r), _rotate(attached, r)
+        if r % 2:
+            first, second = second, first
         done = []
-        for kind in order[shift:] + order[:shift]:
+        for kind in first + second:
             try:
-                elapsed = setups[kind].fit(x, y, batch, epochs)
-            except Exception as exc:
+                elapsed = bench.fit(kind, lengths[kind])
+            except Exception as exc:  # reported in the table, never hidden
                 errors[kind] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
                 log(f"  {kind}: failed in round {r}: {errors[kind]}")
+                log("".join(traceback.format_exc(limit=-3)))
                 continue
             done.append(f"{kind} {elapsed:.2f}s")
             if r:
-                times[kind].append(elapsed)
-                info[kind].append(setups[kind].info)
-        order = [kind for kind in order if kind not in errors]
+                times[kind].append((r, elapsed))
+                info[kind].append(bench.info)
         log(f"  {model_name} round {r}/{rounds}{' (warm-up)' if not r else ''}: "
             + ", ".join(done))
-    for setup in setups.values():
-        setup.close()
+    bench.close()
 
     steps = epochs * steps_per_epoch
     result = {"model": model_name, "label": MODEL_LABELS[model_name], "epochs": epochs,
-              "steps_per_fit": steps, "rounds": rounds, "configs": {}}
+              "steps_per_fit": steps, "rounds": rounds, "configs": {},
+              "switch_s": statistics.median(bench.switches) if bench.switches else None}
     for kind in CONFIGS:
         entry = {"error": errors.get(kind)}
-        if times.get(kind):  # a config that failed mid-run keeps its earlier rounds
-            ratios = [t / p for t, p in zip(times[kind], times["plain"])]
+        if kind not in kinds:
+            entry["error"] = "not measured for this model"
+        elif times[kind]:  # a config that failed mid-run keeps its earlier rounds
+            ref = dict(times[REFERENCE.get(kind, "plain")])
+            ratios = [t / ref[r] for r, t in times[kind] if r in ref]
+            seconds_ = [t for _, t in times[kind]]
             frames = [i["frames"] for i in info[kind] if "frames" in i]
             drawing = [i["drawing_s"] for i in info[kind] if "drawing_s" in i]
             final = [i["final_s"] for i in info[kind] if "final_s" in i]
             entry.update(
-                times=times[kind], ratios=ratios, median_ratio=statistics.median(ratios),
-                step_ms=1e3 * statistics.median(times[kind]) / steps,
+                times=seconds_, ratios=ratios,
+                median_ratio=statistics.median(ratios) if ratios else None,
+                steps_per_fit=lengths[kind] * steps_per_epoch,
+                step_ms=1e3 * statistics.median(seconds_) / (lengths[kind] * steps_per_epoch),
                 frames=statistics.median(frames) if frames else None,
                 drawing_s=statistics.median(drawing) if drawing else None,
                 final_s=statistics.median(final) if final else None,
             )
+            if entry["median_ratio"] is None:
+                del entry["median_ratio"]
         result["configs"][kind] = entry
     keras.backend.clear_session()
     return result
 
 
-def run(models, rounds, seconds, tmp, log):
+def _rotate(items, r):
+    if not items:
+        return items
+    shift = r % len(items)
+    return items[shift:] + items[:shift]
+
+
+def run(models, rounds, seconds, live_seconds, tmp, log):
     """Every model of ``models``; returns the JSON-able results of this backend."""
     import keras
 
     out = {"backend": keras.backend.backend(), "results": []}
     for name in models:
-        out["results"].append(measure(name, rounds, seconds[name], tmp, log))
+        out["results"].append(measure(name, rounds, seconds[name],
+                                      live_seconds.get(name), tmp, log))
     return out

@@ -12,9 +12,10 @@ import statistics
 
 LABELS = {
     "plain": "plain `fit()`",
-    "plain_again": "A/A control: plain `fit()` of a second, identical model",
-    "recorder": "recorder `li.attach(model)`, every step",
-    "live": "recorder + live widget (`LiveView`)",
+    "plain_again": "A/A control: plain `fit()` again (same model, same round)",
+    "recorder": "recorder `li.attach(model, nan=\"warn\")`, every step",
+    "plain_long": "plain `fit()` at the live widget's length",
+    "live": "recorder + live widget (`LiveView`), vs. the row above",
     "tensorboard": 'Keras `TensorBoard(update_freq="batch")`',
     "livelossplot": "livelossplot `PlotLossesKeras`",
     "naive": "naive: one `keras.metrics.Mean` per term",
@@ -58,24 +59,27 @@ def _overhead_rows(results):
                            None)
                 if run is None:
                     continue
-                entry = run["configs"][kind]
+                entry = run["configs"].get(kind, {"error": "not measured"})
+                if (entry.get("error") or "").startswith("not measured"):
+                    continue
                 rows.append(_overhead_row(model, kind, backend, run, entry))
     return rows
 
 
 def _overhead_row(model, kind, backend, run, entry):
-    name = f"{model} ({run['steps_per_fit']:,} steps/fit)"
+    steps = entry.get("steps_per_fit", run["steps_per_fit"])
+    name = f"{model} ({steps:,} steps/fit)"
     text, limit = target(model, kind, backend)
     if "median_ratio" not in entry:
         return (LABELS[kind], backend, name, "failed", entry.get("error") or "no rounds",
                 text or "—", "no" if limit else "—")
     ref = REFERENCE.get((kind, backend)) if model == "tiny" else None
-    if kind == "plain":
+    if kind in ("plain", "plain_long"):
         step = entry["step_ms"]
         rounds = run["rounds"]
         detail = f"fit {statistics.median(entry['times']):.2f} s, {rounds} round" + (
             "s" if rounds > 1 else "")
-        if model == "mid":
+        if model == "mid" and kind == "plain":
             return (LABELS[kind], backend, name, f"{step:.2f} ms/step", detail,
                     "step ≥ 10 ms", "yes" if step >= 10 else "no")
         return (LABELS[kind], backend, name, f"{step:.3f} ms/step", detail,
@@ -167,18 +171,23 @@ def _scale_rows(scale):
 
 
 NOTES = """\
-- Overhead: per backend, one child process; per model, one model per
-  configuration (same architecture and seed), each warmed up by a `fit()`
-  of 4 batches and one discarded round, then rounds in which every
-  configuration runs one timed `fit()` of the same length, round-robin, the
-  order rotated each round. A ratio is a configuration's `fit()` time over
-  plain `fit()`'s in the same round; the table gives the median (and the
-  range) over rounds. `verbose=0`, fixed seeds. The live widget's ratio
-  counts the frames drawn while `fit()` runs (throttled to a share of the
-  elapsed time, so it depends on the fit's length; `--fit-seconds` sets it);
-  as in a `%%losses` cell, the final frame is drawn after `fit()` returns,
-  and its row gives that time apart.
-- Live widget: a `loss_inspect.widgets.LiveView` on the recorder, as in a
+- Overhead: per backend, one child process; per model, ONE model instance
+  for every configuration but the naive recorder (two instances of one model
+  differ by several percent on a 2-core CPU, which swamped the targets when
+  each configuration had its own). The recorder is attached before its fits
+  and detached before the others; each switch retraces the train function
+  and is followed by two settling fits of 8 batches (not timed). A round
+  runs every configuration once, the unattached and the attached group in
+  alternating order, each rotated per round; round 0 is discarded. A ratio
+  is a configuration's `fit()` time over plain `fit()`'s in the same round;
+  the table gives the median (and the range) over rounds. `verbose=0`, fixed
+  seeds. The A/A row (plain twice per round) is the noise floor.
+- Live widget: its fits are longer (`--live-seconds`), so that its throttled
+  frames are drawn during `fit()` as in a real cell, and its ratio is taken
+  against a plain fit of the same length in the same round. As in a
+  `%%losses` cell, the final frame is drawn after `fit()` returns; its row
+  gives that time apart.
+- The widget is a `loss_inspect.widgets.LiveView` on the recorder, as in a
   `%%losses` cell (`nan="warn"`, stacked view); each frame really renders a
   PNG into its `ipywidgets.Image` (frames/fit counts them); no frontend, so
   nothing is sent to a browser.
@@ -187,7 +196,8 @@ NOTES = """\
   Agg draws nothing, so `after_plots` does what the inline backend does in a
   notebook: render the figure to PNG (`print_figure`, tight bbox) and close it.
   Its script mode would add `plt.pause(0.1)`, a 0.1 s sleep per epoch.
-- Naive recorder: a `keras.Model` subclass whose `compute_loss` feeds the
+- Naive recorder (its own model instance, so its ratio carries the
+  instance-to-instance spread): a `keras.Model` subclass whose `compute_loss` feeds the
   compiled part and each entry of `self.losses` into one `Mean` metric each;
   it yields per-epoch running means, not per-step values.
 - Ratios close to 1 are within the noise of a shared or busy machine; compare

@@ -9,10 +9,11 @@ One command measures everything side by side and prints one markdown table
 Needs the ``bench`` extra (``pip install -e ".[bench,jax,tensorflow]" torch==2.13.0``).
 
 Per backend, a fresh child process (``KERAS_BACKEND`` set; Keras fixes its
-backend at import) times ``fit()`` on two models in six configurations,
-interleaved round-robin in one process (see `_overhead.py`): plain, the
-recorder (``li.attach``, every step recorded), the recorder with the live
-widget, Keras's ``TensorBoard(update_freq="batch")``, livelossplot's
+backend at import) times ``fit()`` on two models, interleaved in one process
+and on one model instance (see `_overhead.py`): plain (twice: the second is
+an A/A control), the recorder (``li.attach``, every step recorded), the
+recorder with the live widget (on longer fits, against a plain fit of that
+length), Keras's ``TensorBoard(update_freq="batch")``, livelossplot's
 ``PlotLossesKeras``, and a naive "one Mean metric per term" recorder. Each
 row is the median over rounds of the ratio to plain ``fit()`` in the same
 round. Then, in fresh processes (see `_scale.py`): the memory and redraw time
@@ -47,9 +48,11 @@ BACKENDS = ("jax", "tensorflow", "torch")
 
 #: Settings of a full run (about 12 minutes on a quiet 2-core CPU) and of --quick.
 #: ``seconds``: target length of one plain fit() per model (whole epochs, at least 1).
-FULL = dict(rounds=6, seconds={"tiny": 1.0, "mid": 1.5},
+#: ``live_seconds``: length of the live widget's fits (and of their plain
+#: reference), long enough for its throttled frames; models without one skip it.
+FULL = dict(rounds=6, seconds={"tiny": 1.0, "mid": 1.5}, live_seconds={"tiny": 8.0},
             torch_steps=10_000, torch_seconds=240, repeats=5, processes=5)
-QUICK = dict(rounds=1, seconds={"tiny": 0.3, "mid": 0.45},
+QUICK = dict(rounds=1, seconds={"tiny": 0.3, "mid": 0.45}, live_seconds={"tiny": 4.0},
              torch_steps=2_000, torch_seconds=60, repeats=3, processes=3)
 
 
@@ -73,7 +76,7 @@ def child(argv):
 
         with tempfile.TemporaryDirectory(prefix="li-bench-tb-") as tmp:
             result = _overhead.run(settings["models"], settings["rounds"],
-                                   settings["seconds"], tmp, log)
+                                   settings["seconds"], settings["live_seconds"], tmp, log)
     elif args.child == "history":
         result = _scale.history_memory_and_redraw(repeats=settings["repeats"])
     else:
@@ -192,6 +195,9 @@ def main(argv=None):
     parser.add_argument("--fit-seconds", type=float, metavar="S",
                         help="length of one plain fit() of the tiny model (the mid "
                              "model's is 1.5 S); default 1, --quick 0.3")
+    parser.add_argument("--live-seconds", type=float, metavar="S",
+                        help="length of the live widget's fits on the tiny model "
+                             "(and of their plain reference); default 8, --quick 4")
     parser.add_argument("--models", default="tiny,mid",
                         help="comma-separated subset of tiny,mid (default: both)")
     parser.add_argument("--no-scale", dest="scale", action="store_false",
@@ -210,6 +216,8 @@ def main(argv=None):
         settings["rounds"] = args.rounds
     if args.fit_seconds:
         settings["seconds"] = {"tiny": args.fit_seconds, "mid": 1.5 * args.fit_seconds}
+    if args.live_seconds:
+        settings["live_seconds"] = {"tiny": args.live_seconds}
     header = {"machine": machine(), "versions": versions(), "commit": git_commit(),
               "load_start": _load(),
               "command": "python tests/bench/benchmark.py " + " ".join(argv)}
