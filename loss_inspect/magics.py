@@ -185,7 +185,7 @@ class LossInspectMagics(Magics):
         if args.output:
             self.shell.user_ns[args.output] = snap
         if not args.quiet:
-            self._display(snap)
+            _CellRendering().run(lambda: self._display(snap))
         return None
 
     # --------------------------------------------------------- cell magic
@@ -208,9 +208,15 @@ class LossInspectMagics(Magics):
             recorder = attach(model, every=args.every, nan=args.nan)
             self._owned.append(recorder)
         start = recorder.history.records
-        live = None
+        rendering = _CellRendering()  # one report per cell, whatever fails
+        live = follow = None
         if not args.quiet and live_widgets_enabled(args.live):
-            live = self._start_live(recorder, args)
+            live = rendering.run(lambda: self._start_live(recorder, args))
+        if live is not None:
+            # The recorder would report a failing listener itself, a second
+            # time; this wrapper reports through the cell's flag instead.
+            follow = rendering.follow(live)
+            recorder.add_listener(follow)
         error = None
         try:
             self._run(cell)
@@ -218,8 +224,8 @@ class LossInspectMagics(Magics):
             error = exc
             raise
         finally:
-            if live is not None:
-                recorder.remove_listener(live)
+            if follow is not None:
+                recorder.remove_listener(follow)
             if existing is None:
                 recorder.detach()
                 self._owned = [r for r in self._owned if r is not recorder]
@@ -233,10 +239,12 @@ class LossInspectMagics(Magics):
             report_module._remember(report)
             if args.output:
                 self.shell.user_ns[args.output] = report
-            if live is not None and error is None:
-                self._safely(lambda: live.update(final=True))
+            if live is not None:
+                # Every record, and "done" or "stopped by <error> at step N";
+                # never raises, so the body's exception is the one that shows.
+                rendering.run(lambda: live.finish(error))
         if not args.quiet:
-            self._safely(lambda: self._show(report, args))
+            rendering.run(lambda: self._show(report, args))
         return None
 
     def _run(self, cell: str) -> None:
@@ -258,7 +266,6 @@ class LossInspectMagics(Magics):
         phase = None if args.phase == "all" else args.phase
         live = LiveView(recorder, view="stack" if args.plot == "none" else args.plot,
                         phase=phase, logy=args.logy, final_in_fit=False)
-        recorder.add_listener(live)
         display(live)
         return live
 
@@ -284,18 +291,43 @@ class LossInspectMagics(Magics):
         else:
             print(str(obj))
 
-    @staticmethod
-    def _safely(action) -> None:
-        """Rendering must never break the user's cell: report a failure once."""
+
+class _CellRendering:
+    """The rendering of one cell: its first failure is reported, later ones not.
+
+    Shared by the live view (during training) and the output at the end of
+    the cell, so one broken renderer gives one warning per cell, and never
+    an exception: training, the cell's own error and later cells go on.
+    """
+
+    def __init__(self):
+        # Only the description: the exception's traceback would keep the
+        # frames of fit() (and the recorder) alive after the cell.
+        self.failure: str | None = None
+
+    def run(self, action):
+        """``action()``, or None if it raised (reported if it is the first failure)."""
         try:
-            action()
+            return action()
         except Exception as exc:
-            warnings.warn(
-                f"loss_inspect could not render the breakdown ({type(exc).__name__}: "
-                f"{exc}); the records are kept in li.last().",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            if self.failure is None:
+                self.failure = f"{type(exc).__name__}: {exc}"
+                warnings.warn(
+                    f"loss_inspect could not draw the breakdown ({self.failure}); "
+                    f"training goes on and the records are kept in li.last().",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            return None
+
+    def follow(self, live):
+        """A recorder listener that drives ``live`` until something fails."""
+
+        def listener(recorder, final: bool) -> None:
+            if self.failure is None:
+                self.run(lambda: live(recorder, final))
+
+        return listener
 
 
 def _unquote(text: str) -> str:

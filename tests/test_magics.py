@@ -1,15 +1,27 @@
-"""``%%losses`` / ``%losses`` in a real IPython shell (no kernel: text output)."""
+"""``%%losses`` / ``%losses`` in a real IPython shell (no kernel: text output).
+
+Tests marked with the ``kernel_path`` fixture take the magic's kernel path
+(live widget, rich display) in the same shell: `_display.context` says
+"kernel", as it does under ipykernel, and IPython's own ``capture_output``
+collects what the cell displays, as a frontend would receive it. Widgets
+without a frontend are kept kernel-side, so the live view's final state can
+be read from the widget the cell displayed.
+"""
 
 from __future__ import annotations
+
+import warnings
 
 import keras
 import pytest
 from IPython.core.error import UsageError
+from IPython.utils.capture import capture_output
 
 import loss_inspect as li
 import models
 
 FIT_CELL = "model.fit(x, y, batch_size=16, epochs=2, verbose=0)"
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +32,42 @@ def shell():
     ip.run_line_magic("load_ext", "loss_inspect")
     yield ip
     ip.run_line_magic("unload_ext", "loss_inspect")
+
+
+@pytest.fixture
+def kernel_path(shell, monkeypatch):
+    from loss_inspect import _display
+
+    monkeypatch.setattr(_display, "context", lambda: _display.KERNEL)
+    # Every MIME type, as ipykernel formats them (a terminal shell: text only).
+    formatter = shell.display_formatter
+    monkeypatch.setattr(formatter, "active_types", list(formatter.format_types))
+    monkeypatch.delenv("LOSS_INSPECT_LIVE", raising=False)
+
+
+def _rich(ip, line, body):
+    """Run a %%losses cell; (what it displayed, as MIME bundles; its exception)."""
+    error = None
+    with capture_output() as captured:
+        try:
+            ip.run_cell_magic("losses", line, body)
+        except BaseException as exc:  # noqa: BLE001 - returned to the test
+            error = exc
+    return [dict(output.data) for output in captured.outputs], error
+
+
+def _live_status(bundle) -> str:
+    """The status line of the live widget a cell displayed (its kernel-side state)."""
+    from ipywidgets.widgets.widget import _instances
+
+    box = _instances[bundle[WIDGET_MIME]["model_id"]]
+    assert bundle["text/plain"].startswith("LiveView(")
+    return box.children[0].value
+
+
+def _kinds(outputs):
+    return ["widget" if WIDGET_MIME in o else "png" if "image/png" in o
+            else "table" if "text/html" in o else sorted(o) for o in outputs]
 
 
 @pytest.fixture
@@ -219,3 +267,106 @@ def test_load_reload_unload_leave_exactly_one_magic(shell):
     assert li.recorders() == [] and "compute_loss" not in model.__dict__
     shell.run_line_magic("load_ext", "loss_inspect")
     assert "losses" in magics["cell"]
+
+
+# ------------------------------------------------- the live view's final state
+def test_live_view_ends_done_then_table_then_figure(ip, kernel_path):
+    outputs, error = _rich(ip, "model -o rep", FIT_CELL)
+    assert error is None and _kinds(outputs) == ["widget", "table", "png"]
+    assert "done &middot; step 8, epoch 2 &middot; 8 records" in _live_status(outputs[0])
+    assert outputs[1]["text/plain"].startswith("Loss breakdown (train records: 8)")
+
+
+def test_body_error_still_draws_the_final_frame_and_says_it_stopped(ip, kernel_path):
+    body = FIT_CELL + "\nraise ValueError('boom in the body')"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        outputs, error = _rich(ip, "model -o rep", body)
+    assert isinstance(error, ValueError) and str(error) == "boom in the body"
+    assert _kinds(outputs) == ["widget"]  # the cell failed: no table, no figure
+    status = _live_status(outputs[0])
+    assert "stopped by ValueError at step 8, epoch 2 &middot; 8 records" in status
+    assert not [w for w in caught if "loss_inspect" in str(w.message)]
+    assert ip.user_ns["rep"].error is error and li.recorders() == []
+
+
+def test_interrupted_cell_draws_the_final_frame_and_the_interrupt_propagates(ip, kernel_path):
+    class Interrupt(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:
+                raise KeyboardInterrupt
+
+    ip.user_ns["Interrupt"] = Interrupt
+    body = "model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[Interrupt()])"
+    outputs, error = _rich(ip, "model", body)
+    assert isinstance(error, KeyboardInterrupt)
+    assert "stopped by KeyboardInterrupt at step 2, epoch 1" in _live_status(outputs[0])
+    assert len(li.last().history) == 2 and li.recorders() == []
+
+
+# --------------------------------------------- a broken renderer: one report
+def _break_the_renderer(monkeypatch):
+    """plot_history (used by the live view and the figure) raises; the table still works."""
+    from loss_inspect import plotting
+
+    class Calls(list):
+        original = staticmethod(plotting.plot_history)
+
+    calls = Calls()
+
+    def broken(history, **kwargs):
+        calls.append(history.records)
+        raise RuntimeError("renderer exploded")
+
+    monkeypatch.setattr(plotting, "plot_history", broken)
+    return calls
+
+
+def _rendering_warnings(caught):
+    return [w for w in caught if issubclass(w.category, RuntimeWarning)
+            and "loss_inspect" in str(w.message) or "display" in str(w.message)]
+
+
+@pytest.mark.slow
+def test_broken_renderer_is_reported_once_per_cell_and_training_goes_on(ip, kernel_path,
+                                                                        monkeypatch):
+    calls = _break_the_renderer(monkeypatch)
+    # One pause of 3.5 s inside fit(): the live view's first throttled frame
+    # (after ~3.2 s) is drawn, and fails, while fit() runs.
+    ip.user_ns["pause"] = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: batch == 0 and __import__("time").sleep(3.5))
+    body = "model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[pause])"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        outputs, error = _rich(ip, "model -o rep", body)
+    assert error is None and len(ip.user_ns["rep"].history) == 8
+    assert calls[0] < 8 and calls[1:] == [8, 8]  # in fit(), final frame, figure
+    mine = _rendering_warnings(caught)
+    assert len(mine) == 1, [str(w.message) for w in mine]
+    assert "could not draw the breakdown (RuntimeError: renderer exploded)" in str(mine[0].message)
+    assert _kinds(outputs) == ["widget", "table"]  # the table does not need the renderer
+    # The next cell works, and reports its own failure once.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        outputs, error = _rich(ip, "model -o rep", FIT_CELL)
+    assert error is None and len(ip.user_ns["rep"].history) == 8
+    assert len(_rendering_warnings(caught)) == 1
+    from loss_inspect import plotting
+
+    monkeypatch.setattr(plotting, "plot_history", calls.original)  # mended
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        outputs, error = _rich(ip, "model -o rep", FIT_CELL)
+    assert _kinds(outputs) == ["widget", "table", "png"] and not _rendering_warnings(caught)
+    assert "done" in _live_status(outputs[0])
+
+
+def test_body_error_wins_over_a_broken_renderer(ip, kernel_path, monkeypatch):
+    calls = _break_the_renderer(monkeypatch)
+    body = FIT_CELL + "\nraise ValueError('boom in the body')"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        outputs, error = _rich(ip, "model -o rep", body)
+    assert isinstance(error, ValueError) and str(error) == "boom in the body"
+    assert calls == [8] and len(_rendering_warnings(caught)) == 1
+    assert len(ip.user_ns["rep"].history) == 8 and li.recorders() == []

@@ -50,13 +50,32 @@ def _texts(cell):
     return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
 
 
-def test_cell_outputs_live_widget_then_one_table_and_one_figure():
+def _widget_states(nb):
+    """model id -> state of every widget, as nbclient stored them in the notebook."""
+    stored = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    return {model_id: entry["state"] for model_id, entry in stored.items()}
+
+
+def _live_status(nb, output):
+    """The status line of the LiveView an output displays (its final widget state)."""
+    states = _widget_states(nb)
+    box = states[output["data"][WIDGET_MIME]["model_id"]]
+    status_id = box["children"][0].removeprefix("IPY_MODEL_")
+    return states[status_id]["value"]
+
+
+@pytest.mark.parametrize("backend", ["inline", "agg"])
+def test_cell_outputs_live_widget_then_one_table_and_one_figure(backend):
+    """The kernel's default inline backend, and MPLBACKEND=agg (common in CI),
+    where displaying a Figure gives no PNG: ours is rendered by hand."""
     nb = _run([
         _setup(),
         "%%losses model -o rep\nmodel.fit(x, y, batch_size=16, epochs=2, verbose=0)",
-        "import matplotlib.pyplot as plt\n"
-        "print(len(rep.history), li.recorders(), plt.get_fignums())",
-    ])
+        "import matplotlib, matplotlib.pyplot as plt\n"
+        "print(len(rep.history), li.recorders(), plt.get_fignums())\n"
+        "print(matplotlib.get_backend().lower())",
+    ], env={"MPLBACKEND": "agg" if backend == "agg"
+            else "module://matplotlib_inline.backend_inline"})
     outputs = nb.cells[1].outputs
     kinds = [sorted(o.get("data", {})) for o in outputs]
     assert [o.output_type for o in outputs] == ["display_data"] * 3, outputs
@@ -66,7 +85,10 @@ def test_cell_outputs_live_widget_then_one_table_and_one_figure():
     assert outputs[1]["data"]["text/plain"].startswith("Loss breakdown (train records: 8)")
     assert "<table" in outputs[1]["data"]["text/html"]
     assert "image/png" in kinds[2] and len(outputs[2]["data"]["image/png"]) > 1000
-    assert _texts(nb.cells[2]).strip() == "8 [] []"
+    assert "done &middot; step 8, epoch 2 &middot; 8 records" in _live_status(nb, outputs[0])
+    printed = _texts(nb.cells[2]).strip().splitlines()
+    assert printed[0] == "8 [] []"
+    assert ("agg" if backend == "agg" else "inline") in printed[1]
 
 
 def test_without_widgets_the_output_is_the_static_table_and_figure():
@@ -92,7 +114,12 @@ def test_body_error_fails_the_cell_and_keeps_the_records():
          "print(len(rep.history), len(li.last().history), li.recorders())"],
         allow_errors=True,
     )
-    assert nb.cells[1].outputs[-1].output_type == "error"
+    outputs = nb.cells[1].outputs
+    assert [o.output_type for o in outputs] == ["display_data", "error"]
+    assert outputs[1]["ename"] == "ValueError" and outputs[1]["evalue"] == "boom in the body"
+    # The live view still shows every record, and how the cell ended.
+    status = _live_status(nb, outputs[0])
+    assert "stopped by ValueError at step 4, epoch 1 &middot; 4 records" in status
     assert _texts(nb.cells[2]).strip() == "4 4 []"
 
 
