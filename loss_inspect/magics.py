@@ -21,16 +21,37 @@ __all__ = ["LossInspectMagics", "load", "unload"]
 _PHASE_CHOICES = ("train", "eval", "all")
 _PLOT_CHOICES = ("stack", "lines", "share", "none")  # plotting.VIEWS + none
 _NAN_CHOICES = ("warn", "raise", "ignore")
-_MAGICS: dict[int, "LossInspectMagics"] = {}
+# Which shells have the magics (and so what %unload_ext must remove). Kept
+# across importlib.reload(loss_inspect.magics), which would otherwise forget
+# a registration that is still live.
+_MAGICS: dict[int, "LossInspectMagics"] = globals().get("_MAGICS", {})
 
 
 def load(shell) -> None:
-    """Register the magics once per shell (a second load is a no-op)."""
+    """Register the magics once per shell (a second load is a no-op).
+
+    A failed load leaves nothing registered: a ``%losses`` or ``%%losses``
+    that is not ours (another extension's, or the user's own) is refused
+    before anything is touched, and a failure while registering is undone.
+    """
     if id(shell) in _MAGICS:
         return
+    tables = shell.magics_manager.magics
+    for kind, prefix in (("line", "%"), ("cell", "%%")):
+        taken = tables[kind].get("losses")
+        if taken is not None and not _is_ours(taken):
+            raise UsageError(
+                f"loss_inspect was not loaded: {prefix}losses is already defined "
+                f"by {_describe(taken)}. Remove it first (del get_ipython()."
+                f"magics_manager.magics[{kind!r}]['losses']), then %load_ext loss_inspect."
+            )
     magics = LossInspectMagics(shell)
-    shell.register_magics(magics)
-    _MAGICS[id(shell)] = magics
+    try:
+        shell.register_magics(magics)
+        _MAGICS[id(shell)] = magics
+    except BaseException:
+        _unregister(shell, magics)
+        raise
 
 
 def unload(shell) -> None:
@@ -39,10 +60,34 @@ def unload(shell) -> None:
     if magics is None:
         return
     magics.detach_all()
+    _unregister(shell, magics)
+
+
+def _unregister(shell, magics) -> None:
+    manager = shell.magics_manager
     for kind in ("line", "cell"):
-        table = shell.magics_manager.magics[kind]
+        table = manager.magics[kind]
         if getattr(table.get("losses"), "__self__", None) is magics:
             del table["losses"]
+    registry = manager.registry
+    name = type(magics).__name__
+    if registry.get(name) is magics:
+        del registry[name]
+
+
+def _is_ours(func) -> bool:
+    """A magic of a LossInspectMagics, also one made before a module reload."""
+    owner = type(getattr(func, "__self__", None))
+    return owner.__module__ == __name__ and owner.__name__ == "LossInspectMagics"
+
+
+def _describe(func) -> str:
+    """``module.Class`` of a magic method's owner, else the function (or callable)."""
+    owner = getattr(func, "__self__", None)
+    target = type(owner) if owner is not None else func
+    if not hasattr(target, "__qualname__"):
+        target = type(target)  # a callable object, e.g. an %alias
+    return f"{target.__module__}.{target.__qualname__}"
 
 
 def _positive_int(text: str) -> int:

@@ -264,6 +264,7 @@ def test_load_reload_unload_leave_exactly_one_magic(shell):
     owner._owned.append(li.attach(model))
     shell.run_line_magic("unload_ext", "loss_inspect")
     assert "losses" not in magics["cell"] and "losses" not in magics["line"]
+    assert "LossInspectMagics" not in shell.magics_manager.registry
     assert li.recorders() == [] and "compute_loss" not in model.__dict__
     shell.run_line_magic("load_ext", "loss_inspect")
     assert "losses" in magics["cell"]
@@ -370,3 +371,84 @@ def test_body_error_wins_over_a_broken_renderer(ip, kernel_path, monkeypatch):
     assert isinstance(error, ValueError) and str(error) == "boom in the body"
     assert calls == [8] and len(_rendering_warnings(caught)) == 1
     assert len(ip.user_ns["rep"].history) == 8 and li.recorders() == []
+
+
+# ---------------------------------------------------------------- extension
+def _callbacks(shell):
+    return {event: list(fns) for event, fns in shell.events.callbacks.items()}
+
+
+def test_reload_ext_twice_changes_no_callback_and_a_cell_renders_once(shell, ip, capsys):
+    before = _callbacks(shell)
+    shell.run_line_magic("reload_ext", "loss_inspect")
+    shell.run_line_magic("reload_ext", "loss_inspect")
+    assert _callbacks(shell) == before
+    ip.run_cell_magic("losses", "model", FIT_CELL)
+    assert capsys.readouterr().out.count("Loss breakdown (train records: 8)") == 1
+
+
+def test_module_reload_keeps_an_attached_recorder_working_and_detachable(shell, ip):
+    import importlib
+
+    import loss_inspect.magics
+
+    model = ip.user_ns["model"]
+    x, y = ip.user_ns["x"], ip.user_ns["y"]
+    rec = li.attach(model)
+    try:
+        importlib.reload(loss_inspect.magics)
+        shell.run_line_magic("reload_ext", "loss_inspect")
+        model.train_on_batch(x[:16], y[:16])
+        assert rec.attached and len(rec.history) == 1
+        ip.run_cell_magic("losses", "model -q -o rep", FIT_CELL)
+        assert rec.attached and len(ip.user_ns["rep"].history) == 8 and len(rec.history) == 9
+        # The magics registered before the module reload are still known to unload.
+        shell.run_line_magic("unload_ext", "loss_inspect")
+        assert "losses" not in shell.magics_manager.magics["cell"]
+        assert rec.attached  # unload leaves a recorder attached by hand alone
+    finally:
+        rec.detach()
+        shell.run_line_magic("load_ext", "loss_inspect")
+    assert li.recorders() == [] and "compute_loss" not in model.__dict__
+
+
+def test_module_reload_inside_a_cell_keeps_its_recorder_and_unload_works(shell, ip):
+    body = (FIT_CELL + "\nimport importlib, loss_inspect.magics\n"
+            "importlib.reload(loss_inspect.magics)\n" + FIT_CELL)
+    try:
+        ip.run_cell_magic("losses", "model -q -o rep", body)
+        assert len(ip.user_ns["rep"].history) == 16 and li.recorders() == []
+        shell.run_line_magic("unload_ext", "loss_inspect")
+        assert "losses" not in shell.magics_manager.magics["line"]
+        assert "LossInspectMagics" not in shell.magics_manager.registry
+    finally:
+        shell.run_line_magic("load_ext", "loss_inspect")
+    assert "compute_loss" not in ip.user_ns["model"].__dict__
+
+
+def test_a_load_that_fails_leaves_nothing_registered(shell, ip):
+    """The user's own %%losses (a cell magic) is in the way: load refuses before
+    registering the line magic, and says how to resolve it."""
+    shell.run_line_magic("unload_ext", "loss_inspect")
+    manager = shell.magics_manager
+
+    def losses(line, cell):
+        return "the user's own %%losses"
+
+    try:
+        shell.register_magic_function(losses, "cell", "losses")
+        before = _callbacks(shell)
+        with pytest.raises(UsageError, match=r"not loaded: %%losses is already defined by "
+                           r".*test_a_load_that_fails_leaves_nothing_registered.*losses"):
+            shell.run_line_magic("load_ext", "loss_inspect")
+        assert "losses" not in manager.magics["line"]
+        assert manager.magics["cell"]["losses"] is losses
+        assert "LossInspectMagics" not in manager.registry
+        assert "loss_inspect" not in shell.extension_manager.loaded
+        assert _callbacks(shell) == before
+        assert shell.run_cell_magic("losses", "", "pass") == "the user's own %%losses"
+    finally:
+        manager.magics["cell"].pop("losses", None)
+        shell.run_line_magic("load_ext", "loss_inspect")
+    ip.run_cell_magic("losses", "model -q -o rep", FIT_CELL)
+    assert len(ip.user_ns["rep"].history) == 8
