@@ -14,21 +14,85 @@ import re
 
 import nbformat
 import pytest
+from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-NOTEBOOKS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "notebooks")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTEBOOKS = os.path.join(ROOT, "notebooks")
 PATHS = sorted(glob.glob(os.path.join(NOTEBOOKS, "[0-9]*.ipynb")))
 EXPECTED = [
     "01_quickstart", "02_the_losses_property", "03_add_loss",
     "04_loss_functions_and_reduction", "05_compiled_losses",
     "06_custom_training_loops", "07_debugging_with_the_breakdown",
 ]
-MARKER = re.compile(r"^#\s*NBVAL_\w*")
+
+# nbval reads a marker from any line that starts with "#" once stripped
+# (nbval.plugin.find_comment_markers), so the lint looks at stripped lines too.
+MARKER = re.compile(r"^#+\s*NBVAL_", re.IGNORECASE)
 VALID_MARKER = re.compile(r"^# NBVAL_(IGNORE_OUTPUT|CHECK_OUTPUT|RAISES_EXCEPTION|SKIP)$")
 TAGS = {"nbval-ignore-output", "nbval-check-output", "nbval-skip", "raises-exception"}
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
-def _code_cells(path):
-    return [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+# ------------------------------------------------------------------ the lint
+def _output_text(output) -> str:
+    data = output.get("data", {})
+    parts = [output.get("text", ""), output.get("ename", ""), output.get("evalue", ""),
+             data.get("text/plain", ""), data.get("text/html", ""),
+             "\n".join(output.get("traceback", []))]
+    return "\n".join(str(p) for p in parts)
+
+
+def _expects_error(cell) -> bool:
+    """nbval's own reading: the raises-exception tag or an NBVAL_RAISES_EXCEPTION comment."""
+    from nbval.plugin import find_comment_markers, find_metadata_tags
+
+    options = dict(find_comment_markers(cell.source))
+    options.update(find_metadata_tags(cell.metadata))
+    return bool(options.get("check_exception"))
+
+
+def _live_widget_possible(first_line: str) -> bool:
+    """A %%losses cell shows a live widget unless -q or --no-live is given."""
+    words = first_line.split()
+    return bool(words) and words[0] == "%%losses" and not {"-q", "--no-live"} & set(words)
+
+
+def lint_notebook(nb, name: str = "notebook") -> list[str]:
+    """Every problem found in one notebook (an empty list: it is clean)."""
+    problems = []
+    if nb.metadata.get("kernelspec", {}).get("name") != "python3":
+        problems.append(f"{name}: kernelspec name must be python3")
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    if [c.execution_count for c in cells] != list(range(1, len(cells) + 1)):
+        problems.append(f"{name}: execution counts are not 1..n: run top to bottom, then commit")
+    if not any(re.search(r"^\s*assert ", c.source, re.M) for c in cells):
+        problems.append(f"{name}: no proof cell (no assert)")
+    for n, cell in enumerate(cells):
+        where = f"{name} code cell {n + 1}"
+        lines = cell.source.splitlines()
+        for i, line in enumerate(lines):
+            stripped = line.strip()
+            if MARKER.match(stripped) and not VALID_MARKER.match(stripped):
+                problems.append(f"{where}: marker nbval does not read as meant: {line!r}")
+            if i > 0 and stripped.startswith("%%"):
+                problems.append(f"{where}: {line!r} is not the first line, so it never runs")
+        tags = set(cell.metadata.get("tags", []))
+        if tags - TAGS - {"hide-input"}:
+            problems.append(f"{where}: unknown tags {sorted(tags - TAGS - {'hide-input'})}")
+        if lines and _live_widget_possible(lines[0]) and "nbval-ignore-output" not in tags:
+            problems.append(f"{where}: live-widget cell needs the nbval-ignore-output tag")
+        if any(WIDGET_MIME in o.get("data", {}) for o in cell.outputs) \
+                and "nbval-ignore-output" not in tags:
+            problems.append(f"{where}: widget output needs the nbval-ignore-output tag")
+        expects_error = _expects_error(cell)
+        has_error = any(o.output_type == "error" for o in cell.outputs)
+        if expects_error and not has_error:
+            problems.append(f"{where}: marked to raise, but no error output is stored")
+        if has_error and not expects_error:
+            problems.append(f"{where}: unexpected error output")
+        if any("UsageError" in _output_text(o) for o in cell.outputs):
+            problems.append(f"{where}: a UsageError was stored")
+    return problems
 
 
 def test_every_tutorial_is_there():
@@ -37,37 +101,96 @@ def test_every_tutorial_is_there():
 
 @pytest.mark.parametrize("path", PATHS, ids=os.path.basename)
 def test_notebook_lint(path):
-    nb = nbformat.read(path, as_version=4)
-    assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
-    cells = _code_cells(path)
-    counts = [c.execution_count for c in cells]
-    assert counts == list(range(1, len(cells) + 1)), "run top to bottom once, then commit"
-    assert any(re.search(r"^\s*assert ", c.source, re.M) for c in cells), "no proof cell"
-    for n, cell in enumerate(cells):
-        lines = cell.source.splitlines()
-        where = f"{os.path.basename(path)} code cell {n + 1}"
-        for i, line in enumerate(lines):
-            if MARKER.match(line):
-                assert VALID_MARKER.match(line), f"{where}: marker with extra text: {line!r}"
-            if line.startswith("%%"):
-                assert i == 0, f"{where}: {line!r} is not the first line, so it never runs"
-        tags = set(cell.metadata.get("tags", []))
-        assert tags <= TAGS | {"hide-input"}, f"{where}: unknown tags {tags - TAGS}"
-        if lines and lines[0].startswith("%%losses") and "-q" not in lines[0].split():
-            assert "nbval-ignore-output" in tags, f"{where}: live-widget cell needs the tag"
-        shows_widget = any(
-            "application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in cell.outputs
-        )
-        if shows_widget:
-            assert "nbval-ignore-output" in tags, f"{where}: widget output needs the tag"
-        if "raises-exception" in tags:
-            assert any(o.output_type == "error" for o in cell.outputs), f"{where}: raises nothing"
-        for output in cell.outputs:
-            text = output.get("text", "") + str(output.get("data", {}).get("text/plain", ""))
-            text += " ".join(output.get("traceback", []))
-            assert "UsageError" not in text, f"{where}: a UsageError was stored"
-            if output.output_type == "error":
-                assert "raises-exception" in tags, f"{where}: unexpected error output"
+    assert lint_notebook(nbformat.read(path, as_version=4), os.path.basename(path)) == []
+
+
+def _clean_notebook():
+    """A small notebook the lint accepts: a proof, a quiet and a strict --no-live cell."""
+    table = new_output("display_data", data={"text/plain": "Loss breakdown (all records: 2)"})
+    cells = [
+        new_code_cell("import math\nassert math.pi > 3", execution_count=1),
+        new_code_cell("%%losses model -q\nmodel.fit(x, y)", execution_count=2),
+        new_code_cell("%%losses model --no-live --plot none\nmodel(x)", execution_count=3,
+                      outputs=[table]),
+        new_code_cell("if True:\n    # NBVAL_CHECK_OUTPUT\n    print(1)", execution_count=4,
+                      outputs=[new_output("stream", name="stdout", text="1\n")]),
+    ]
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    return nb
+
+
+def _error_output(ename="ValueError"):
+    return new_output("error", ename=ename, evalue="boom", traceback=[f"{ename}: boom"])
+
+
+def _set(index, **fields):
+    """Mutation: set fields of code cell ``index`` (``tags`` goes to its metadata)."""
+    def mutate(nb):
+        cell = nb.cells[index]
+        for key, value in fields.items():
+            if key == "tags":
+                cell.metadata["tags"] = value
+            else:
+                cell[key] = value
+    return mutate
+
+
+def _append(source, tags=(), outputs=()):
+    def mutate(nb):
+        cell = new_code_cell(source, execution_count=len(nb.cells) + 1, outputs=list(outputs))
+        if tags:
+            cell.metadata["tags"] = list(tags)
+        nb.cells.append(cell)
+    return mutate
+
+
+LINT_CASES = {
+    "kernelspec": (lambda nb: nb.metadata.kernelspec.update(name="conda-env-py"), "kernelspec"),
+    "execution order": (_set(1, execution_count=7), "execution counts"),
+    "no assert": (_set(0, source="import math"), "no proof cell"),
+    "marker with text": (_append("# NBVAL_IGNORE_OUTPUT: random\nprint(1)"), "marker"),
+    "indented marker with text": (_append("if True:\n    # NBVAL_SKIP because slow\n    pass"),
+                                  "marker"),
+    "lower-case marker": (_append("# nbval_skip\nprint(1)"), "marker"),
+    "marker above %%": (_append("# NBVAL_IGNORE_OUTPUT\n%%losses model\nmodel.fit(x, y)",
+                                tags=["nbval-ignore-output"]), "never runs"),
+    "unknown tag": (_set(0, tags=["nbval-ignore"]), "unknown tags"),
+    "live cell without tag": (_append("%%losses model -o report\nmodel.fit(x, y)"),
+                              "live-widget cell"),
+    "live cell with --plot none": (_append("%%losses model --plot none\nmodel.fit(x, y)"),
+                                   "live-widget cell"),
+    "widget output without tag": (_append("display(w)", outputs=[new_output(
+        "display_data", data={WIDGET_MIME: {"model_id": "x"}, "text/plain": "LiveView()"})]),
+        "widget output"),
+    "raises-exception tag, no error": (_append("1 / 1", tags=["raises-exception"]),
+                                       "no error output"),
+    "NBVAL_RAISES_EXCEPTION comment, no error": (_append("# NBVAL_RAISES_EXCEPTION\n1 / 1"),
+                                                 "no error output"),
+    "error output, not marked": (_append("1 / 0", outputs=[_error_output()]),
+                                 "unexpected error"),
+    "UsageError stored": (_append("%losses --bogus", outputs=[new_output(
+        "stream", name="stderr", text="UsageError: unrecognized arguments: --bogus\n")]),
+        "UsageError"),
+}
+
+
+def test_lint_accepts_the_clean_notebook_and_both_raise_markers():
+    assert lint_notebook(_clean_notebook()) == []
+    nb = _clean_notebook()
+    _append("# NBVAL_RAISES_EXCEPTION\n1 / 0", outputs=[_error_output()])(nb)
+    _append("1 / 0", tags=["raises-exception"], outputs=[_error_output()])(nb)
+    assert lint_notebook(nb) == []
+
+
+@pytest.mark.parametrize("case", LINT_CASES)
+def test_each_lint_rule_fires(case):
+    mutate, expected = LINT_CASES[case]
+    nb = _clean_notebook()
+    mutate(nb)
+    problems = lint_notebook(nb)
+    assert len(problems) == 1 and expected in problems[0], problems
 
 
 def test_sanitize_file_parses_every_pattern():
