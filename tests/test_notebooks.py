@@ -1,9 +1,10 @@
-"""Lint the tutorial notebooks; check the nbval sanitize file really parses.
+"""Lint the tutorial notebooks; check the nbval sanitize file.
 
 nbval itself executes the notebooks (see the top-level conftest.py); these
 checks catch what nbval lets pass silently: a marker comment above ``%%losses``
 (the magic then never runs), a marker with trailing text (ignored), a
-``raises-exception`` cell that raises nothing, a ``UsageError`` in an output.
+``raises-exception`` cell that raises nothing, a ``UsageError`` in an output,
+a malformed sanitize line (dropped or misread).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from nbformat.v4 import new_code_cell, new_notebook, new_output
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = os.path.join(ROOT, "notebooks")
+SANITIZE = os.path.join(NOTEBOOKS, "nbval_sanitize.cfg")
 PATHS = sorted(glob.glob(os.path.join(NOTEBOOKS, "[0-9]*.ipynb")))
 EXPECTED = [
     "01_quickstart", "02_the_losses_property", "03_add_loss",
     "04_loss_functions_and_reduction", "05_compiled_losses",
     "06_custom_training_loops", "07_debugging_with_the_breakdown",
 ]
+SANITIZE_PAIRS = 5
 
 # nbval reads a marker from any line that starts with "#" once stripped
 # (nbval.plugin.find_comment_markers), so the lint looks at stripped lines too.
@@ -193,21 +196,97 @@ def test_each_lint_rule_fires(case):
     assert len(problems) == 1 and expected in problems[0], problems
 
 
+# ------------------------------------------------------------ the sanitize file
+SANITIZE_LINE = re.compile(r"^(regex|replace): \S")
+
+
+def check_sanitize(text: str) -> list[tuple[str, str]]:
+    """The (regex, replace) pairs of a sanitize file, or ValueError on any line
+    nbval would drop or misread (it parses with one regex and ignores the rest).
+
+    Blank lines and ``#`` comments aside, every line is ``regex: <pattern>`` or
+    ``replace: <template>`` with exactly one space after the colon, no trailing
+    blanks and no CR; each regex line is directly followed by its replace line;
+    no regex appears twice (nbval keeps them in a dict); each pair compiles.
+    """
+    if "\r" in text:
+        raise ValueError("CR line endings: write the file with LF only")
+    pairs, pending = [], None
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            if pending is not None:
+                raise ValueError(f"line {number - 1}: regex without a replace line below it")
+            continue
+        if not SANITIZE_LINE.match(line):
+            raise ValueError(f"line {number}: not 'regex: X' or 'replace: X' "
+                             f"(one space after the colon): {line!r}")
+        if line != line.rstrip():
+            raise ValueError(f"line {number}: trailing blanks become part of it: {line!r}")
+        key, value = line.split(": ", 1)
+        if key == "regex":
+            if pending is not None:
+                raise ValueError(f"line {number - 1}: regex without a replace line below it")
+            pending = value
+        else:
+            if pending is None:
+                raise ValueError(f"line {number}: replace without a regex line above it")
+            pairs.append((pending, value))
+            pending = None
+    if pending is not None:
+        raise ValueError("last line: regex without a replace line below it")
+    regexes = [regex for regex, _ in pairs]
+    duplicates = sorted({r for r in regexes if regexes.count(r) > 1})
+    if duplicates:
+        raise ValueError(f"duplicate regex (nbval keeps only the last): {duplicates}")
+    for regex, replace in pairs:
+        re.compile(regex).sub(replace, "0.0047265 1.2186 0x7f00aa00bb00 12ms/step")
+    return pairs
+
+
+def _read_sanitize() -> str:
+    with open(SANITIZE, encoding="utf-8", newline="") as handle:  # keep CRs visible
+        return handle.read()
+
+
+def test_sanitize_file_passes_the_check():
+    assert len(check_sanitize(_read_sanitize())) == SANITIZE_PAIRS
+
+
 def test_sanitize_file_parses_every_pattern():
     from nbval.plugin import get_sanitize_patterns
 
-    with open(os.path.join(NOTEBOOKS, "nbval_sanitize.cfg"), encoding="utf-8") as handle:
-        text = handle.read()
-    assert "\r" not in text
+    text = _read_sanitize()
     pairs = get_sanitize_patterns(text)
-    declared = [line for line in text.splitlines() if line.startswith("regex:")]
-    assert len(pairs) == len(declared) == 5
-    assert len({regex for regex, _ in pairs}) == len(pairs), "duplicate regexes collapse"
-    for regex, replace in pairs:
-        re.sub(regex, replace, "0.0047265 1.2186 3.8977e-07 0x7f00aa00bb00")
-    sanitized = get_sanitize_patterns(text)
-    float_noise = dict(sanitized)[r"(?<![\w.])(-?(?:0\.0*[1-9]\d{0,2}|[1-9]\d*\.\d{0,2}))\d*"]
-    assert re.sub(
-        r"(?<![\w.])(-?(?:0\.0*[1-9]\d{0,2}|[1-9]\d*\.\d{0,2}))\d*", float_noise,
-        "total 1.2186 share 0.0047265",
-    ) == "total 1.21 share 0.00472"
+    assert pairs == check_sanitize(text)
+    assert len(pairs) == SANITIZE_PAIRS
+    float_noise = r"(?<![\w.])(-?(?:0\.0*[1-9]\d{0,2}|[1-9]\d*\.\d{0,2}))\d*"
+    assert re.sub(float_noise, dict(pairs)[float_noise], "total 1.2186 share 0.0047265") \
+        == "total 1.21 share 0.00472"
+
+
+def _first(text, old, new):
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+MALFORMED = {  # variant: (how to break the real file, what the check must say)
+    "two spaces after regex:": (lambda t: _first(t, "\nregex: ", "\nregex:  "), "one space"),
+    "two spaces after replace:": (lambda t: _first(t, "\nreplace: ", "\nreplace:  "), "one space"),
+    "no space after regex:": (lambda t: _first(t, "\nregex: ", "\nregex:"), "one space"),
+    "trailing blank": (lambda t: _first(t, "replace: T/step", "replace: T/step "), "trailing"),
+    "CRLF": (lambda t: t.replace("\n", "\r\n"), "CR line endings"),
+    "duplicate regex": (lambda t: t + "\nregex: 0x[0-9a-fA-F]{6,16}\nreplace: ADDR\n",
+                        "duplicate regex"),
+    "dangling regex": (lambda t: t + "\nregex: \\d+ seconds\n", "without a replace"),
+    "dangling replace": (lambda t: t + "\nreplace: N seconds\n", "without a regex"),
+    "blank line inside a pair": (lambda t: _first(t, "\nreplace: T/step", "\n\nreplace: T/step"),
+                                 "without a replace"),
+    "section header": (lambda t: t + "\n[timings]\n", "not 'regex: X'"),
+}
+
+
+@pytest.mark.parametrize("variant", MALFORMED)
+def test_malformed_sanitize_files_are_rejected(variant):
+    breaks, message = MALFORMED[variant]
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_sanitize(breaks(_read_sanitize()))
