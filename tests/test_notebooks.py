@@ -1,10 +1,15 @@
-"""Lint the tutorial notebooks; check the nbval sanitize file.
+"""Lint the tutorial notebooks; check the nbval sanitize file; check that nbval
+runs (as the top-level conftest.py sets them up) fail when they should.
 
 nbval itself executes the notebooks (see the top-level conftest.py); these
 checks catch what nbval lets pass silently: a marker comment above ``%%losses``
 (the magic then never runs), a marker with trailing text (ignored), a
 ``raises-exception`` cell that raises nothing, a ``UsageError`` in an output,
-a malformed sanitize line (dropped or misread).
+a malformed sanitize line (dropped), a magic that swallows nbval's timeout
+interrupt, a notebook over its time budget.
+
+The nbval runs in a subprocess are kept small (short generated notebooks,
+two short tutorials under xdist): they run once per backend in CI.
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ from __future__ import annotations
 import glob
 import os
 import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
 
 import nbformat
 import pytest
@@ -290,3 +298,152 @@ def test_malformed_sanitize_files_are_rejected(variant):
     breaks, message = MALFORMED[variant]
     with pytest.raises(ValueError, match=re.escape(message)):
         check_sanitize(breaks(_read_sanitize()))
+
+
+# ------------------------------------------------- nbval runs, in a subprocess
+def _notebook(*sources, kernel="python3"):
+    nb = new_notebook(cells=[new_code_cell(s) for s in sources])
+    nb.metadata["kernelspec"] = {"name": kernel, "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+MODEL_STARTUP = """\
+import time
+import numpy as np, keras
+from keras import layers
+keras.utils.set_random_seed(1)
+x = np.random.default_rng(1).normal(size=(64, 4)).astype("float32")
+y = x[:, :1]
+model = keras.Sequential([keras.Input((4,)), layers.Dense(1, kernel_regularizer="l2")])
+model.compile(optimizer="sgd", loss="mse")
+sleeper = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs=None: time.sleep(1))
+get_ipython().run_line_magic("load_ext", "loss_inspect")
+"""
+
+
+def _plain(text: str) -> str:
+    """Without colour codes (junit XML writes ESC as '#x1B')."""
+    return re.sub(r"(\x1b|#x1B)\[[0-9;]*m", "", text)
+
+
+def run_nbval(tmp_path, notebooks: dict, *args, cwd=None, env=None, timeout=240):
+    """Run pytest + nbval on ``notebooks`` (name -> notebook, written to tmp_path,
+    or name -> existing path) with this repository's conftest.py; return
+    (returncode, output, {node id: outcome})."""
+    paths = []
+    for name, nb in notebooks.items():
+        if isinstance(nb, str):
+            paths.append(nb)
+        else:
+            nbformat.write(nb, tmp_path / name)
+            paths.append(str(tmp_path / name))
+    junit = tmp_path / "junit.xml"
+    env = {**os.environ, **(env or {})}
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+               f"--junitxml={junit}", *args, *paths]
+    if cwd is None:  # outside the repository: load its conftest.py as a plugin
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
+        command[3:3] = ["-p", "conftest"]
+    proc = subprocess.run(command, cwd=cwd or tmp_path, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    output = _plain(proc.stdout + proc.stderr)
+    outcomes = {}
+    if junit.exists():
+        for case in ET.parse(junit).iter("testcase"):
+            kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+            message = _plain(" ".join((child.get("message") or "") + (child.text or "")
+                                      for child in case))
+            node = f"{case.get('classname')}::{case.get('name')}"
+            outcomes[node] = (kinds[0] if kinds else "passed", message)
+    return proc.returncode, output, outcomes
+
+
+def test_nbval_run_fails_on_usage_error_raising_body_and_timeout(tmp_path):
+    """One nbval run (lax, --nbval-cell-timeout=5) of one generated notebook whose
+    cells each must fail for their own reason, and a last cell that must pass:
+
+    * a marker above ``%%losses``: the magic never runs and IPython prints a
+      UsageError, which nbval alone passes; the conftest hook fails it;
+    * a ``%%losses`` body that raises (no raises-exception tag);
+    * a ``%%losses`` fit that runs past the cell timeout: nbval interrupts it,
+      and the KeyboardInterrupt must come out of the cell as an error (a magic
+      that swallowed it would turn the timeout into a pass);
+    * the kernel survived all that, and the notebook is reported over its time limit.
+    """
+    # The imports and the model are made at kernel start (an IPython startup
+    # file), so the 5-second limit applies to the cells alone on every backend.
+    startup = tmp_path / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-model.py").write_text(MODEL_STARTUP)
+    nb = _notebook(
+        "print(model.name)",
+        "# NBVAL_IGNORE_OUTPUT\n%%losses model\nprint('the magic ran')",
+        "%%losses model -q\nmodel.fit(x, y, verbose=0)\nraise RuntimeError('the body failed')",
+        "%%losses model -q\n"
+        "model.fit(x, y, batch_size=8, epochs=100, verbose=0, callbacks=[sleeper])",
+        "print('still alive')",
+    )
+    rc, output, outcomes = run_nbval(
+        tmp_path, {"cells.ipynb": nb}, "--nbval-lax", "--nbval-cell-timeout=5",
+        "--notebook-time-limit=1", env={"IPYTHONDIR": str(tmp_path / "ipython")})
+    assert rc == 1, output
+    kinds = {node: kind for node, (kind, _) in outcomes.items()}
+    # (nbval marks the cells after a timeout xfail; "still alive" then xpasses)
+    assert kinds == {"cells.ipynb::Cell 0": "passed", "cells.ipynb::Cell 1": "failure",
+                     "cells.ipynb::Cell 2": "failure", "cells.ipynb::Cell 3": "failure",
+                     "cells.ipynb::Cell 4": "passed"}, output
+    usage, body, timeout = (outcomes[f"cells.ipynb::Cell {n}"][1] for n in (1, 2, 3))
+    assert "UsageError: Line magic function `%%losses` not found" in usage
+    assert "nbval alone passes it" in usage
+    assert "RuntimeError: the body failed" in body
+    assert "Timeout of 5 seconds exceeded executing cell" in timeout, output
+    assert "KeyboardInterrupt" in timeout  # raised in the cell, not a killed kernel
+    assert re.search(r"\d+\.\d s  cells\.ipynb  OVER THE LIMIT", output), output
+
+
+def _root_conftest(config):
+    path = os.path.join(ROOT, "conftest.py")
+    for plugin in config.pluginmanager.get_plugins():
+        if os.path.abspath(getattr(plugin, "__file__", "") or "") == path:
+            return plugin
+    raise LookupError("the repository's conftest.py is not loaded")
+
+
+def test_notebook_time_limit_sums_setup_and_call_and_fails_the_session(request, monkeypatch):
+    from types import SimpleNamespace
+
+    root = _root_conftest(request.config)
+    times = {}
+    monkeypatch.setattr(root, "_notebook_times", times)
+    for nodeid, when, seconds in [
+        ("notebooks/a.ipynb::Cell 0", "setup", 12.0),   # starts the kernel
+        ("notebooks/a.ipynb::Cell 0", "call", 30.0),
+        ("notebooks/a.ipynb::Cell 1", "call", 18.5),
+        ("notebooks/a.ipynb::Cell 1", "teardown", 9.0),  # stops the kernel: not counted
+        ("notebooks/b.ipynb::Cell 0", "call", 59.0),
+        ("tests/test_x.py::test_y", "call", 99.0),       # not a notebook
+    ]:
+        root.pytest_runtest_logreport(SimpleNamespace(nodeid=nodeid, when=when, duration=seconds))
+    assert times == {"notebooks/a.ipynb": 60.5, "notebooks/b.ipynb": 59.0}
+
+    config = SimpleNamespace(getoption=lambda name: {"notebook_time_limit": 60.0}[name])
+    session = SimpleNamespace(config=config, exitstatus=pytest.ExitCode.OK)
+    root.pytest_sessionfinish(session, pytest.ExitCode.OK)
+    assert session.exitstatus == pytest.ExitCode.TESTS_FAILED
+    times["notebooks/a.ipynb"] = 59.9
+    session.exitstatus = pytest.ExitCode.OK
+    root.pytest_sessionfinish(session, pytest.ExitCode.OK)
+    assert session.exitstatus == pytest.ExitCode.OK
+
+
+def test_two_tutorials_pass_under_xdist_loadscope(tmp_path):
+    import xdist  # noqa: F401  in the test extra; needed by the run below
+    chosen = [os.path.join(NOTEBOOKS, name + ".ipynb")  # two of the shortest
+              for name in ("05_compiled_losses", "06_custom_training_loops")]
+    rc, output, outcomes = run_nbval(
+        tmp_path, {os.path.basename(p): p for p in chosen},
+        "-n", "2", "--dist", "loadscope", "--nbval-lax", cwd=ROOT, timeout=400)
+    assert rc == 0, output
+    expected = sum(
+        1 for p in chosen for c in nbformat.read(p, as_version=4).cells if c.cell_type == "code")
+    assert len(outcomes) == expected and all(k == "passed" for k, _ in outcomes.values()), output
