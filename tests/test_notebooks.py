@@ -115,6 +115,18 @@ def test_notebook_lint(path):
     assert lint_notebook(nbformat.read(path, as_version=4), os.path.basename(path)) == []
 
 
+def test_a_strict_losses_cell_is_checked_somewhere():
+    """At least one tutorial %%losses cell is compared by strict nbval (not ignored)."""
+    strict = [
+        (os.path.basename(path), cell.source.splitlines()[0])
+        for path in PATHS for cell in nbformat.read(path, as_version=4).cells
+        if cell.cell_type == "code" and cell.source.startswith("%%losses")
+        and "-q" not in cell.source.splitlines()[0].split()
+        and "nbval-ignore-output" not in cell.metadata.get("tags", [])
+    ]
+    assert strict, "every %%losses cell with output is ignored by nbval"
+
+
 def _clean_notebook():
     """A small notebook the lint accepts: a proof, a quiet and a strict --no-live cell."""
     table = new_output("display_data", data={"text/plain": "Loss breakdown (all records: 2)"})
