@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 KERNEL = "kernel"  # Jupyter / ipykernel: rich output and widgets
 TERMINAL = "terminal"  # plain IPython: text only
 SCRIPT = "script"  # no IPython at all
 
 _OFF = {"0", "false", "no", "off"}
+_WARNED_NO_WIDGETS: list = []
 
 
 def shell():
@@ -45,6 +47,14 @@ def live_widgets_enabled(requested: bool = True) -> bool:
         return False
     try:
         import ipywidgets  # noqa: F401
-    except ImportError:
+    except ImportError as exc:
+        if not _WARNED_NO_WIDGETS:  # once per process, as tqdm.autonotebook does
+            _WARNED_NO_WIDGETS.append(True)
+            warnings.warn(
+                f"loss_inspect: no live widget, ipywidgets could not be imported "
+                f"({type(exc).__name__}: {exc}); showing the table and figure when "
+                f"the cell ends. pip install ipywidgets for the live view.",
+                RuntimeWarning, stacklevel=2,
+            )
         return False
     return True

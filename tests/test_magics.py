@@ -10,6 +10,9 @@ be read from the widget the cell displayed.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 
 import keras
@@ -452,3 +455,61 @@ def test_a_load_that_fails_leaves_nothing_registered(shell, ip):
         shell.run_line_magic("load_ext", "loss_inspect")
     ip.run_cell_magic("losses", "model -q -o rep", FIT_CELL)
     assert len(ip.user_ns["rep"].history) == 8
+
+
+# ------------------------------------------------------- without ipywidgets
+_NO_WIDGETS = """\
+import sys, warnings
+sys.modules["ipywidgets"] = None  # import ipywidgets fails, as when it is not installed
+sys.path.insert(0, {tests!r})
+from IPython.testing.globalipapp import get_ipython
+from IPython.utils.capture import capture_output
+ip = get_ipython()
+ip.run_line_magic("load_ext", "loss_inspect")
+import loss_inspect as li, models
+from loss_inspect import _display
+_display.context = lambda: _display.KERNEL  # where the live view would be shown
+ip.display_formatter.active_types = list(ip.display_formatter.format_types)
+x, y = models.data()
+model = models.mlp()
+ip.user_ns.update(model=model, x=x, y=y)
+try:
+    li.Dashboard(model)
+except ImportError as exc:
+    print("DASHBOARD", type(exc).__name__, exc)
+print("ATTACHED", li.recorders())
+with warnings.catch_warnings(record=True) as caught, capture_output() as cap:
+    warnings.simplefilter("always")
+    for _ in range(2):
+        ip.run_cell_magic("losses", "model -o rep", {fit!r})
+print("OUTPUTS", [sorted(o.data) for o in cap.outputs])
+print("RECORDS", len(ip.user_ns["rep"].history), li.recorders())
+for w in caught:
+    print("WARNING", w.message)
+"""
+
+
+@pytest.fixture(scope="module")
+def without_ipywidgets():
+    code = _NO_WIDGETS.format(tests=os.path.dirname(__file__), fit=FIT_CELL)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout.splitlines()
+
+
+def test_dashboard_without_ipywidgets_says_what_to_install(without_ipywidgets):
+    line = next(l for l in without_ipywidgets if l.startswith("DASHBOARD"))
+    assert line.startswith("DASHBOARD ImportError li.Dashboard needs ipywidgets: "
+                           "pip install ipywidgets (import ipywidgets failed: "
+                           "ModuleNotFoundError: import of ipywidgets halted"), line
+    assert "ATTACHED []" in without_ipywidgets
+
+
+def test_cell_magic_without_ipywidgets_falls_back_to_static_output(without_ipywidgets):
+    outputs = next(l for l in without_ipywidgets if l.startswith("OUTPUTS"))
+    table, png = "['text/html', 'text/plain']", "['image/png', 'text/plain']"
+    assert outputs == f"OUTPUTS [{table}, {png}, {table}, {png}]"
+    assert "RECORDS 8 []" in without_ipywidgets
+    warned = [l for l in without_ipywidgets if l.startswith("WARNING")]
+    assert len(warned) == 1 and "no live widget, ipywidgets could not be imported" in warned[0]
