@@ -10,6 +10,7 @@ be read from the widget the cell displayed.
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -374,6 +375,93 @@ def test_body_error_wins_over_a_broken_renderer(ip, kernel_path, monkeypatch):
     assert isinstance(error, ValueError) and str(error) == "boom in the body"
     assert calls == [8] and len(_rendering_warnings(caught)) == 1
     assert len(ip.user_ns["rep"].history) == 8 and li.recorders() == []
+
+
+# ------------------------------------------------------------------ options
+def test_plot_none_shows_the_table_only(ip, kernel_path):
+    outputs, _ = _rich(ip, "model --plot none -o rep", FIT_CELL)
+    assert _kinds(outputs) == ["widget", "table"]
+    assert not any("image/png" in o for o in outputs)
+
+
+@pytest.mark.parametrize("view", ["stack", "share"])
+def test_plot_view_is_the_figure_shown(ip, kernel_path, view):
+    outputs, _ = _rich(ip, f"model --plot {view} --no-live -o rep", FIT_CELL)
+    report = ip.user_ns["rep"]
+    assert _kinds(outputs) == ["table", "png"] and report.view == view
+    other = "share" if view == "stack" else "stack"
+    shown = base64.b64decode(outputs[1]["image/png"])
+    assert shown == report.png() != report.png(view=other)
+    label = report.figure().axes[0].get_ylabel()
+    assert label == ("share of total (%)" if view == "share" else "loss")
+
+
+def test_no_live_shows_no_widget(ip, kernel_path):
+    outputs, _ = _rich(ip, "model --no-live", FIT_CELL)
+    assert _kinds(outputs) == ["table", "png"]
+    assert not any(WIDGET_MIME in o for o in outputs)
+
+
+def test_phase_eval_summarises_the_validation_batches(ip, kernel_path):
+    body = "model.fit(x, y, batch_size=16, epochs=2, verbose=0, validation_data=(x[:32], y[:32]))"
+    outputs, _ = _rich(ip, "model --phase eval --no-live -o rep", body)
+    report = ip.user_ns["rep"]
+    table = outputs[0]
+    assert report.phase == "eval"
+    assert table["text/plain"] == li.breakdown_table(report.history, "eval")
+    assert table["text/plain"] != li.breakdown_table(report.history, "train")
+    assert table["text/plain"].startswith("Loss breakdown (eval records: 4)")
+    assert "Loss breakdown (eval records: 4)" in table["text/html"]
+
+
+def test_nan_ignore_records_the_nan_without_a_warning(ip):
+    ip.user_ns["model"] = models.nan_model()
+    body = "model.fit(x * 0.01, y, batch_size=16, epochs=1, verbose=0)"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ip.run_cell_magic("losses", "model --nan ignore -q -o rep", body)
+    assert not [w for w in caught if "non-finite" in str(w.message).lower()
+                or "nan/bad" in str(w.message)], [str(w.message) for w in caught]
+    history = ip.user_ns["rep"].history
+    assert len(history) == 4 and history.first_nonfinite() is not None
+
+
+# ------------------------------------------------------------ model inputs
+def test_tf_keras_model_is_a_usage_error_naming_the_type(ip):
+    """tf_keras is not installed in the dev venv, so this is a class whose
+    ``__module__`` is tf_keras's (``tf_keras.src.engine.training``), which is
+    how a real tf_keras model is recognised without importing tf_keras."""
+    try:
+        import tf_keras  # noqa: F401
+        pytest.fail("tf_keras is installed: use a real tf_keras.Model here")
+    except ImportError:
+        pass
+    Model = type("Model", (), {"__module__": "tf_keras.src.engine.training"})
+    ip.user_ns["old"] = Model()
+    with pytest.raises(UsageError, match=r"Expected a Keras 3 model.*"
+                       r"tf_keras\.src\.engine\.training\.Model.*tf\.keras / Keras 2 model"):
+        ip.run_cell_magic("losses", "old", FIT_CELL)
+    assert li.recorders() == []
+
+
+def test_model_by_attribute_of_an_object(ip, capsys):
+    class GAN:
+        def __init__(self):
+            self.generator = models.mlp()
+            self.discriminator = models.plain()
+
+    ip.user_ns["gan"] = GAN()
+    ip.run_cell_magic("losses", "gan.generator -o rep", FIT_CELL.replace("model.", "gan.generator."))
+    report = ip.user_ns["rep"]
+    assert report.model_name == "mlp" and len(report.history) == 8
+    assert "Loss breakdown (train records: 8)" in capsys.readouterr().out
+    assert li.recorders() == []
+
+
+def test_body_whose_first_line_is_an_nbval_marker(ip, capsys):
+    ip.run_cell_magic("losses", "model -o rep", "# NBVAL_SKIP\n" + FIT_CELL)
+    assert len(ip.user_ns["rep"].history) == 8
+    assert "Loss breakdown (train records: 8)" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- extension
