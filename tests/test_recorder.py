@@ -161,8 +161,10 @@ def test_invariants_multi_output(container, loss_weights, none_output):
 
 # Un-jitted JAX is not bit-repeatable here: two *plain* jit_compile=False
 # fits in one process give val_loss 1.22785 or 1.22494 depending on what the
-# process compiled before (no recorder involved), and fresh processes flip
-# between the same two values too. There, "attaching changes nothing" can only
+# process compiled before (no recorder involved). Fresh processes do not help:
+# the recorder's own eager ops change what the process compiled first, and a
+# plain and a recorded run_eagerly fit, each in a fresh process, gave those
+# two values (seen in a run of this suite). There, "attaching changes nothing" can only
 # be checked to that run-to-run spread; invariants 1 and 2 stay exact.
 EAGER_JAX = BACKEND == "jax"
 EAGER_JAX_RTOL = 5e-3
@@ -177,27 +179,24 @@ def assert_unchanged_up_to_eager_jax_noise(result):
 
 
 @pytest.mark.parametrize("jit_compile", JIT_MODES)
-def test_invariants_under_jit_modes(jit_compile, tmp_path):
+def test_invariants_under_jit_modes(jit_compile):
     x, y = models.data()
     result = fit_with_and_without(lambda: models.mlp(jit_compile=jit_compile), x, y)
     if EAGER_JAX and jit_compile is False:
         assert_terms_sum_to_total(result["history"])
         assert_keras_totals(result["history"], result["recorded"])
         assert_unchanged_up_to_eager_jax_noise(result)
-        # Bit-identical where process history is equal: each fit in a fresh process.
-        assert_unchanged_in_fresh_processes(tmp_path, "mlp", {"jit_compile": False})
     else:
         assert_invariants(result)
 
 
-def test_invariants_run_eagerly(tmp_path):
+def test_invariants_run_eagerly():
     x, y = models.data()
     result = fit_with_and_without(lambda: models.mlp(run_eagerly=True), x, y)
     if EAGER_JAX:
         assert_terms_sum_to_total(result["history"])
         assert_keras_totals(result["history"], result["recorded"])
         assert_unchanged_up_to_eager_jax_noise(result)
-        assert_unchanged_in_fresh_processes(tmp_path, "mlp", {"run_eagerly": True})
     else:
         assert_invariants(result)
 
