@@ -275,3 +275,227 @@ def bypassing_train_step_any_backend():
     inp = keras.Input((8,))
     model = BypassingJaxTrainStep(inp, layers.Dense(1, name="out")(inp), name="custom_step")
     return compile_default(model)
+
+
+# ---------------------------------------------------------------------------
+# Unusual inputs (tests/test_recorder_inputs.py, docs/fault-matrix.md)
+
+
+def no_loss():
+    """Compiled with loss=None and nothing added: there is no loss at all."""
+    keras.utils.set_random_seed(SEED)
+    inp = keras.Input((8,))
+    out = layers.Dense(1, name="out")(inp)
+    return compile_default(keras.Model(inp, out, name="no_loss"), loss=None)
+
+
+class AddLossVariant(layers.Layer):
+    """Calls add_loss with something other than one float scalar tensor.
+
+    ``list``: ``add_loss([t1, t2])``; ``nonscalar``: a (batch, units) tensor,
+    which Keras sums; ``int``: an int32 tensor, which Keras casts to floatx.
+    """
+
+    def __init__(self, variant="list", **kwargs):
+        super().__init__(**kwargs)
+        self.variant = variant
+
+    def call(self, x):
+        if self.variant == "list":
+            self.add_loss([0.1 * ops.mean(ops.square(x)), 0.2 * ops.mean(ops.abs(x))])
+        elif self.variant == "nonscalar":
+            self.add_loss(0.01 * ops.square(x))
+        elif self.variant == "int":
+            self.add_loss(ops.cast(ops.sum(ops.abs(x)), "int32"))
+        else:
+            raise ValueError(f"unknown variant {self.variant!r}")
+        return x
+
+
+def add_loss_variant(variant):
+    keras.utils.set_random_seed(SEED)
+    inp = keras.Input((8,))
+    h = layers.Dense(4, name="dense")(inp)
+    h = AddLossVariant(variant, name="variant")(h)
+    return compile_default(keras.Model(inp, layers.Dense(1, name="out")(h), name="variants"))
+
+
+class AddsANumber(keras.Model):
+    """Subclassed (no symbolic build), so add_loss(number) is reached at run time."""
+
+    def __init__(self, number, **kwargs):
+        super().__init__(name="adds_a_number", **kwargs)
+        self.number = number
+        self.dense = layers.Dense(1, name="dense")
+
+    def call(self, x):
+        self.add_loss(self.number)
+        return self.dense(x)
+
+
+def adds_a_number(number):
+    keras.utils.set_random_seed(SEED)
+    return compile_default(AddsANumber(number))
+
+
+def nested_used_twice():
+    """A submodel (activity, kernel regularizer, add_loss) applied twice in one pass."""
+    keras.utils.set_random_seed(SEED)
+    enc_in = keras.Input((8,))
+    h = layers.Dense(
+        8, activity_regularizer=keras.regularizers.L2(1e-2), kernel_regularizer="l2",
+        name="code",
+    )(enc_in)
+    encoder = keras.Model(enc_in, AddLoss(rate=0.05, name="kl")(h), name="enc")
+    inp = keras.Input((8,))
+    z = encoder(encoder(inp))
+    return compile_default(keras.Model(inp, layers.Dense(1, name="out")(z), name="outer"))
+
+
+class SameLayerTwoAttributes(keras.Model):
+    """One Dense layer reachable as ``self.first`` and ``self.second``, applied twice."""
+
+    def __init__(self, **kwargs):
+        super().__init__(name="two_attrs", **kwargs)
+        shared = layers.Dense(
+            8, activity_regularizer=keras.regularizers.L1(1e-2), kernel_regularizer="l2",
+            name="shared",
+        )
+        self.first = shared
+        self.second = shared
+        self.penalty = AddLoss(rate=0.1, name="penalty")
+        self.head = layers.Dense(1, name="head")
+
+    def call(self, x):
+        return self.head(self.penalty(self.second(self.first(x))))
+
+
+def same_layer_two_attributes(built=True):
+    keras.utils.set_random_seed(SEED)
+    model = compile_default(SameLayerTwoAttributes())
+    if built:
+        model(np.zeros((1, 8), "float32"))
+    return model
+
+
+class ShapedAddLoss(AddLoss):
+    """AddLoss with a compute_output_shape, as TimeDistributed needs one."""
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def time_distributed_twice(jit_compile="auto"):
+    """TimeDistributed(add_loss layer) applied to two (batch, 3, 8) inputs."""
+    keras.utils.set_random_seed(SEED)
+    a, b = keras.Input((3, 8), name="a"), keras.Input((3, 8), name="b")
+    td = layers.TimeDistributed(ShapedAddLoss(rate=0.1, name="inner"), name="td")
+    h = layers.Concatenate(name="cat")([td(a), td(b)])
+    out = layers.Dense(1, name="out")(layers.Flatten(name="flat")(h))
+    return compile_default(keras.Model([a, b], out, name="tdm"), jit_compile=jit_compile)
+
+
+class Toggle(layers.Layer):
+    """One add_loss always; a second one while ``extra`` is True."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.extra = False
+
+    def call(self, x):
+        self.add_loss(0.01 * ops.mean(ops.square(x)))
+        if self.extra:
+            self.add_loss(0.1 * ops.mean(ops.abs(x)))
+        return x
+
+
+def toggled():
+    """A model and its Toggle layer (flip ``layer.extra`` between fits)."""
+    keras.utils.set_random_seed(SEED)
+    inp = keras.Input((8,))
+    toggle = Toggle(name="toggle")
+    h = toggle(layers.Dense(4, name="dense")(inp))
+    return compile_default(keras.Model(inp, layers.Dense(1, name="out")(h), name="toggled")), toggle
+
+
+def aux_loss(y_true, y_pred):
+    """A metric function whose name ends in _loss."""
+    return ops.mean(ops.abs(y_true - y_pred))
+
+
+def multi_output_loss_named_metrics():
+    """Two weighted outputs with metrics named ``aux_loss``, ``something_loss``, ``b_loss``."""
+    keras.utils.set_random_seed(SEED)
+    inp = keras.Input((8,))
+    h = layers.Dense(8, activation="relu", kernel_regularizer="l2", name="trunk")(inp)
+    a, b = layers.Dense(1, name="head_a")(h), layers.Dense(1, name="head_b")(h)
+    model = keras.Model(inp, {"a": a, "b": b}, name="named")
+    return compile_default(
+        model,
+        loss={"a": "mse", "b": "mae"},
+        loss_weights={"a": 1.0, "b": 0.3},
+        metrics={
+            "a": [aux_loss, keras.metrics.MeanAbsoluteError(name="something_loss")],
+            "b": [keras.metrics.MeanSquaredError(name="b_loss")],
+        },
+    )
+
+
+class Split(layers.Layer):
+    """Two outputs, the first 4 and the last 4 features of its input, as they are."""
+
+    def call(self, x):
+        return x[:, :4], x[:, 4:]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 4), (input_shape[0], input_shape[1] - 4)
+
+
+def multi_output_activity(rate=0.05):
+    """An L2 activity regularizer on a layer with two outputs (``rate * sum(out**2) / batch``)."""
+    keras.utils.set_random_seed(SEED)
+    inp = keras.Input((8,))
+    a, b = Split(activity_regularizer=keras.regularizers.L2(rate), name="split")(inp)
+    h = layers.Concatenate(name="cat")([a, b])
+    return compile_default(keras.Model(inp, layers.Dense(1, name="out")(h), name="split_act"))
+
+
+def rnn(cell="LSTM"):
+    """An RNN layer (SimpleRNN / LSTM / GRU) with an L1 activity and an L2 kernel
+    regularizer, on 3 timesteps (unrolled: JAX compiles a scan far slower)."""
+    keras.utils.set_random_seed(SEED)
+    inp = keras.Input((3, 8))
+    h = getattr(layers, cell)(
+        6, activity_regularizer=keras.regularizers.L1(1e-2), kernel_regularizer="l2",
+        unroll=True, name="rnn",
+    )(inp)
+    return compile_default(keras.Model(inp, layers.Dense(1, name="out")(h), name="recurrent"))
+
+
+def many_regularized(n):
+    """``n`` stacked Dense(4) layers ``d000``, ``d001``, ... each with an L2 kernel regularizer."""
+    keras.utils.set_random_seed(SEED)
+    inp = keras.Input((4,))
+    h = inp
+    for i in range(n):
+        h = layers.Dense(4, kernel_regularizer=keras.regularizers.L2(1e-4), name=f"d{i:03d}")(h)
+    return compile_default(keras.Model(inp, layers.Dense(1, name="out")(h), name="deep"))
+
+
+class Float32Penalty(layers.Layer):
+    """add_loss in float32 whatever the layer's compute dtype (mixed precision)."""
+
+    def call(self, x):
+        self.add_loss(0.01 * ops.mean(ops.square(ops.cast(x, "float32"))))
+        return x
+
+
+def float32_added_terms(**compile_kwargs):
+    """Every added term in float32 under mixed_float16: an add_loss cast to
+    float32 and weight regularizers (variables stay float32); no activity term."""
+    keras.utils.set_random_seed(SEED)
+    inp = keras.Input((8,))
+    h = layers.Dense(16, activation="relu", kernel_regularizer="l2", name="hidden")(inp)
+    h = Float32Penalty(name="penalty")(h)
+    out = layers.Dense(1, name="out", bias_regularizer=keras.regularizers.L2(1e-3))(h)
+    return compile_default(keras.Model(inp, out, name="f32_terms"), **compile_kwargs)
