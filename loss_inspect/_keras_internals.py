@@ -50,6 +50,8 @@ _INSTANCE_ATTRS = (
     "train_on_batch",
     "test_on_batch",
     "predict",
+    "train_step",
+    "test_step",
     "make_train_function",
     "make_test_function",
     "make_predict_function",
@@ -97,6 +99,15 @@ def stateless_steps() -> bool:
     """JAX: a step is a pure function of a state tuple that Keras donates to it
     and writes back to the variables only when ``fit()`` / ``evaluate()``
     return; the recorder reads its rows from the step's output instead."""
+    return backend() == "jax"
+
+
+def jit_reuses_traces_of_equal_methods() -> bool:
+    """JAX: Keras jits the bound method ``model.train_step``; bound methods of
+    one model compare equal, so while an old jitted function is alive (a
+    stored traceback keeps it), JAX hands a new ``jit`` its old trace, with
+    the hooks of a recorder that is gone. A fresh function per recorder
+    (`Recorder` shadows ``train_step`` / ``test_step``) cannot be mistaken."""
     return backend() == "jax"
 
 

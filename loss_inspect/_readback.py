@@ -92,6 +92,8 @@ class RowReadback:
         if not all(internals.is_concrete(t) for t in keras.tree.flatten(outputs)):
             return False  # traced (tf.function, jax.jit, shape inference)
         self._flush()  # earlier steps come first
+        self._refresh_structure(model)
+        self._step = max(self._step, _optimizer_iterations(model))  # custom loops
         losses = model.losses
         if not all(internals.is_concrete(t) for t in losses):
             return False  # inside tf.function / jax.jit: the values are not readable

@@ -56,6 +56,10 @@ class LossRegistry:
     def clear(self) -> None:
         self._entries.clear()
 
+    def update(self, other: "LossRegistry") -> None:
+        """Take ``other``'s entries, over any of this one's for the same tensors."""
+        self._entries.update(other._entries)
+
     def __len__(self) -> int:
         return len(self._entries)
 

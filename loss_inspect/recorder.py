@@ -213,6 +213,8 @@ class Recorder(RowReadback):
         self._regularizer_paths = [
             path for _, path in internals.regularized_variables(model, self._tree)
         ]
+        self._weights_seen = len(model.weights)
+        self._built_seen = bool(model.built)
         self._capacity_wanted = capacity or _default_capacity(model, self._tree)
         self._state: _capture.StateBuffer | None = None
         self._hooked_compile_loss = None
@@ -331,6 +333,9 @@ class Recorder(RowReadback):
         self._patch(model, "_aggregate_additional_loss", self._make_aggregate)
         self._patch(model, "call", self._make_call)
         self._patch(model, "fit", self._make_fit)
+        if internals.jit_reuses_traces_of_equal_methods():
+            for name in ("train_step", "test_step"):
+                self._patch(model, name, _fresh_alias)
         for name in ("evaluate", "train_on_batch", "test_on_batch", "predict"):
             self._patch(model, name, self._make_entry_point)
         for kind in ("train", "test", "predict"):
@@ -363,6 +368,29 @@ class Recorder(RowReadback):
         same_compile = _compile_token(model) == self._saved_compile_token
         for kind, fn in self._saved_functions.items():
             internals.set_step_function(model, kind, fn if same_compile else None)
+
+    def _refresh_structure(self, model) -> None:
+        """Pick up layers and variables created after attach (a subclassed
+        model attached before its first call builds them then)."""
+        self._built_seen = bool(model.built)
+        if len(model.weights) == self._weights_seen:
+            return
+        self._weights_seen = len(model.weights)
+        self._tree = internals.layer_tree(model)
+        hooked = {id(layer) for layer, _ in self._add_loss_hooks}
+        for layer, path in self._tree:
+            if id(layer) not in hooked:
+                self._add_loss_hooks.append(
+                    (layer, _add_loss_hooks.install(layer, self._registry, path)))
+        self._regularizer_paths = [
+            path for _, path in internals.regularized_variables(model, self._tree)
+        ]
+
+    def _sync_step(self, model) -> None:
+        """Count optimizer updates made outside the recorded entry points (a
+        custom loop's ``optimizer.apply``): steps are the optimizer's."""
+        self._flush()
+        self._step = max(self._step, _optimizer_iterations(model))
 
     def _ensure_state(self, model) -> None:
         """(Re)build the state buffer when capacity or steps_per_execution outgrew it."""
@@ -447,6 +475,8 @@ class Recorder(RowReadback):
                     or _capture.is_symbolic_call(y_pred)):
                 return original(*args, **kwargs)
             model = recorder.model
+            if not recorder._built_seen:  # built since attach (and the last trace)
+                recorder._refresh_structure(model)
             recorder._hook_compile_loss(model)
             capture = _capture.StepCapture()
             outer, recorder._capture = recorder._capture, capture
@@ -516,7 +546,8 @@ class Recorder(RowReadback):
             else:
                 bound.arguments["callbacks"] = [*(callbacks or []), tracker]
             model = recorder.model
-            if recorder._fit_depth == 0 and recorder._attached:
+            if recorder._entry_depth == 0 and recorder._attached:
+                recorder._sync_step(model)
                 recorder._ensure_state(model)
             recorder._fit_depth += 1
             recorder._entry_depth += 1
@@ -550,6 +581,8 @@ class Recorder(RowReadback):
 
         @functools.wraps(original)
         def entry_point(*args, **kwargs):
+            if recorder._entry_depth == 0 and recorder._attached:
+                recorder._sync_step(recorder.model)
             recorder._entry_depth += 1
             try:
                 with recorder._interrupt_guard():
@@ -588,8 +621,14 @@ class Recorder(RowReadback):
             if not recorder._attached:  # detached inside fit(): restored when it returns
                 return original(*args, **kwargs)
             model = recorder.model
+            recorder._refresh_structure(model)
             if kind != "predict" and recorder._fit_depth == 0:
                 recorder._ensure_state(model)
+            step = internals.instance_attr(model, f"{kind}_step")
+            if kind != "predict" and getattr(step, "_loss_inspect_alias", False):
+                # A new function per build: JAX must trace it anew (also when
+                # the user forces a rebuild to pick up a changed layer).
+                internals.set_instance_attr(model, f"{kind}_step", _fresh_alias(step.__wrapped__))
             result = original(*args, **kwargs)
             fn = internals.step_functions(model)[kind]
             if fn is not None and getattr(fn, "_loss_inspect_recorder", None) is not recorder:
@@ -674,6 +713,18 @@ class Recorder(RowReadback):
     def _model_collected(self, _ref) -> None:
         self._attached = False
         _ATTACHED.pop(self._model_id, None)
+
+
+def _fresh_alias(method):
+    """A new function object that calls ``method`` (see
+    `_keras_internals.jit_reuses_traces_of_equal_methods`)."""
+
+    @functools.wraps(method)
+    def alias(*args, **kwargs):
+        return method(*args, **kwargs)
+
+    alias._loss_inspect_alias = True
+    return alias
 
 
 def _steps_per_execution(model) -> int:

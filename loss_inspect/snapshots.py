@@ -115,8 +115,12 @@ def snapshot(model) -> Snapshot:
 
     tree = internals.layer_tree(model)
     regularizer_paths = [p for _, p in internals.regularized_variables(model, tree)]
+    registry = _registry_from_layers(tree)
     recorder = recorder_for(model)
-    registry = recorder._registry if recorder is not None else _registry_from_layers(tree)
+    if recorder is not None:
+        # What the recorder saw added is exact (activity vs add_loss); a pass
+        # made before it attached is known from the layers only.
+        registry.update(recorder._registry)
 
     losses = list(model.losses)
     origins = attribute_added(losses, registry, regularizer_paths)

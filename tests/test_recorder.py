@@ -1001,3 +1001,22 @@ if BACKEND in DISTRIBUTED:
                 rows = (h["epochs"] == epoch) & (h["phases"] == phase)
                 mean = np.average(h["total"][rows], weights=h["batch"][rows])
                 np.testing.assert_allclose(mean, result["logs"][key][epoch], rtol=1e-5)
+
+
+def test_attaching_again_while_an_old_fit_frame_is_alive_retraces_with_the_new_hooks():
+    """A stored traceback (IPython's sys.last_traceback after a failed cell)
+    keeps an old fit()'s frames, and with them the old jitted step, alive.
+    JAX must not hand the next recorder that trace: it wrote rows in the
+    layout of a recorder that is gone (IndexError, or worse, wrong keys)."""
+    x, y = models.data()
+    model = models.mlp()
+    kept = []
+    with li.attach(model) as rec:
+        rec.add_listener(lambda recorder, final: kept.append(sys._getframe()) if not kept else None)
+        model.fit(x, y, **FIT)
+    first = rec.history.keys()
+    with li.attach(model) as rec:
+        logs = model.fit(x, y, validation_data=(x[:32], y[:32]), **FIT).history
+    assert kept and rec.history.keys() == first
+    assert_terms_sum_to_total(rec.history)
+    assert_keras_totals(rec.history, logs)

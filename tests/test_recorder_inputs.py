@@ -251,13 +251,6 @@ def test_model_add_loss_outside_call_on_a_subclassed_model():
     assert_keras_totals(h.select(phase="train"), fit)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: li.snapshot(model) right after attaching, on the terms of a forward pass made "
-    "before attach, names them 'add_loss:unattributed', '#2', ... (layer None): with a "
-    "recorder attached, snapshot uses only the recorder's registry of tensors added "
-    "while attached, which is empty, instead of falling back to the layers' own loss "
-    "lists as it does without a recorder ('add_loss:subclassed', "
-    "'add_loss:subclassed/twice', ...)."))
 def test_snapshot_right_after_attach_names_terms_as_without_a_recorder():
     x, _ = models.data(8)
     model = models.subclassed()
@@ -352,11 +345,6 @@ def test_same_layer_under_two_attributes():
                                rtol=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: attached before its first call, a subclassed model has no variables yet; the "
-    "recorder takes its regularizer paths at attach time only, so weight-regularizer "
-    "terms are recorded as kind 'add_loss', key 'add_loss:unattributed' (layer None) "
-    "instead of 'regularizer:two_attrs/shared/kernel'. The sums stay exact."))
 def test_unbuilt_subclassed_model_names_its_regularizer_terms():
     x, y = models.data()
     _, _, h = fit_recorded(lambda: models.same_layer_two_attributes(built=False), x, y)
@@ -774,12 +762,6 @@ def test_custom_training_loop(loop):
     np.testing.assert_allclose(h["total"][-1], sum(after), rtol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: README says h.steps is the global optimizer step and call records carry "
-    "the number of updates done before them; the recorder only counts the train "
-    "records it made, so updates applied outside fit()/train_on_batch (a custom "
-    "loop calling model.optimizer.apply) are missed: call records stay at step 0 "
-    "and a later train_on_batch is step 1 instead of 3."))
 def test_call_records_carry_updates_applied_in_a_custom_loop():
     x, y = models.data(16)
     model = models.mlp()
@@ -788,7 +770,7 @@ def test_call_records_carry_updates_applied_in_a_custom_loop():
         optimizer = model.optimizer
         optimizer.build(model.trainable_variables)
         for _ in range(2):  # two updates, as a custom loop makes them
-            optimizer.apply([ops.zeros_like(v) for v in model.trainable_variables],
+            optimizer.apply([ops.zeros(v.shape, v.dtype) for v in model.trainable_variables],
                             model.trainable_variables)
         model(x[:4])
         model.train_on_batch(x, y)
