@@ -91,9 +91,9 @@ class RowReadback:
             return False  # shape inference, or a stateless_call: not an eager pass
         if not all(internals.is_concrete(t) for t in keras.tree.flatten(outputs)):
             return False  # traced (tf.function, jax.jit, shape inference)
-        self._flush()  # earlier steps come first
-        self._refresh_structure(model)
-        self._step = max(self._step, _optimizer_iterations(model))  # custom loops
+        self._sync_step(model)  # earlier steps come first; custom loops' updates count
+        if not self._built_seen:
+            self._refresh_structure(model)
         losses = model.losses
         if not all(internals.is_concrete(t) for t in losses):
             return False  # inside tf.function / jax.jit: the values are not readable
@@ -126,6 +126,12 @@ class RowReadback:
         self._unread += rows_per_call
         if self._unread + rows_per_call > state.rows or self.nan == "raise":
             self._read_state()
+
+    def _sync_step(self, model) -> None:
+        """Count optimizer updates made outside the recorded entry points (a
+        custom loop's ``optimizer.apply``): steps are the optimizer's."""
+        self._flush()
+        self._step = max(self._step, _optimizer_iterations(model))
 
     def _drop_unfinished_eager_rows(self, kind: str, start: int) -> None:
         """Forget the rows of an eager step that an exception (Ctrl-C) cut

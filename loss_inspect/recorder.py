@@ -386,12 +386,6 @@ class Recorder(RowReadback):
             path for _, path in internals.regularized_variables(model, self._tree)
         ]
 
-    def _sync_step(self, model) -> None:
-        """Count optimizer updates made outside the recorded entry points (a
-        custom loop's ``optimizer.apply``): steps are the optimizer's."""
-        self._flush()
-        self._step = max(self._step, _optimizer_iterations(model))
-
     def _ensure_state(self, model) -> None:
         """(Re)build the state buffer when capacity or steps_per_execution outgrew it."""
         if internals.eager_steps():

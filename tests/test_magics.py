@@ -135,13 +135,16 @@ def test_body_exception_propagates_detaches_and_keeps_records(ip):
     assert isinstance(report.error, ValueError) and li.recorders() == []
 
 
-def test_keyboard_interrupt_propagates_detaches_and_keeps_partial_history(ip):
-    class Interrupt(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if batch == 1:
-                raise KeyboardInterrupt
+class _InterruptAtBatch1(keras.callbacks.Callback):
+    """Ctrl-C as if pressed during the second batch of fit()."""
 
-    ip.user_ns["Interrupt"] = Interrupt
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 1:
+            raise KeyboardInterrupt
+
+
+def test_keyboard_interrupt_propagates_detaches_and_keeps_partial_history(ip):
+    ip.user_ns["Interrupt"] = _InterruptAtBatch1
     body = "model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[Interrupt()])"
     with pytest.raises(KeyboardInterrupt):
         ip.run_cell_magic("losses", "model -o rep", body)
@@ -296,12 +299,7 @@ def test_body_error_still_draws_the_final_frame_and_says_it_stopped(ip, kernel_p
 
 
 def test_interrupted_cell_draws_the_final_frame_and_the_interrupt_propagates(ip, kernel_path):
-    class Interrupt(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if batch == 1:
-                raise KeyboardInterrupt
-
-    ip.user_ns["Interrupt"] = Interrupt
+    ip.user_ns["Interrupt"] = _InterruptAtBatch1
     body = "model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[Interrupt()])"
     outputs, error = _rich(ip, "model", body)
     assert isinstance(error, KeyboardInterrupt)
