@@ -364,6 +364,26 @@ def call_context_entry():
     return None if ctx is None else ctx.entry_layer
 
 
+def clear_stale_call_context() -> bool:
+    """Drop a layer-call context that an exception left behind; True if one was.
+
+    ``Layer.__call__`` (Keras 3.14, 3.15) opens the global call context, and
+    clears the layers' last losses, before the ``try`` whose ``finally``
+    closes it: a Ctrl-C landing there (clearing the losses of many layers
+    takes a while) leaves it open. Every later call of the model then runs as
+    if nested and keeps the interrupted step's losses: on PyTorch the next
+    ``fit()`` fails with "Trying to backward through the graph a second time".
+    Called when a Keras entry point (``fit``, ``evaluate``...) raises, where
+    no layer call can still be running.
+    """
+    from keras.src.backend.common import global_state
+
+    if global_state.get_global_attribute("current_call_ctx") is None:
+        return False
+    global_state.set_global_attribute("current_call_ctx", None)
+    return True
+
+
 def is_concrete(value) -> bool:
     """True for an eager value that can be read now (not a graph tensor or tracer)."""
     if isinstance(value, keras.KerasTensor):

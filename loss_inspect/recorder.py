@@ -550,6 +550,8 @@ class Recorder(RowReadback):
                     result = original(*bound.args, **bound.kwargs)
             except BaseException:
                 recorder._fit_depth -= 1
+                if recorder._entry_depth == 1:
+                    internals.clear_stale_call_context()
                 recorder._flush_quietly()  # keep what ran; never mask the error
                 recorder._epoch = NO_EPOCH
                 recorder._stop_error = None
@@ -582,6 +584,8 @@ class Recorder(RowReadback):
                 with recorder._interrupt_guard():
                     result = original(*args, **kwargs)
             except BaseException:
+                if recorder._entry_depth == 1:
+                    internals.clear_stale_call_context()
                 if recorder._fit_depth == 0:
                     recorder._stop_error = None
                 raise
@@ -663,6 +667,8 @@ class Recorder(RowReadback):
                 output = fn(*args, **kwargs)
             except BaseException:
                 recorder._drop_unfinished_eager_rows(kind, eager_before)
+                if recorder._stateless and kind != "predict":
+                    recorder._restore_state_of_failed_step(kind, args)
                 raise
             finally:
                 recorder._phase = outer
@@ -677,6 +683,27 @@ class Recorder(RowReadback):
 
         step_function._loss_inspect_recorder = recorder
         return step_function
+
+    def _restore_state_of_failed_step(self, kind: str, step_args) -> None:
+        """JAX: give the model back the state a failed step received.
+
+        Keras's JAX loops purge the model's variables and keep their values
+        in local variables, written back only when the loop ends normally: an
+        exception in a step (in its trace, say a bug in ``call()`` or a
+        Ctrl-C) leaves the model without weights ("'NoneType' object is not
+        callable" at the next ``fit()``). The step's input state is the state
+        after the last completed step, as recorded; it is written back unless
+        the step had already consumed (donated) it.
+        """
+        model = self.model
+        state = step_args[0] if step_args else None
+        if model is None or state is None:
+            return
+        try:
+            if all(_capture.is_readable(v) for v in keras.tree.flatten(state)):
+                internals.jax_restore_state(model, kind, step_args)
+        except Exception:  # never mask the step's own error
+            pass
 
     # ----------------------------------------------------------- messages
     def _warn_bypassed_compute_loss(self, kind: str) -> None:
