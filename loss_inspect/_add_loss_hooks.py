@@ -13,9 +13,8 @@ never disturbs the other.
 
 from __future__ import annotations
 
-import keras
-
 from . import _keras_internals as internals
+from ._capture import flat_tensors
 from ._terms import LossRegistry, Origin
 
 __all__ = ["AddLossHook", "install", "remove"]
@@ -39,7 +38,7 @@ class AddLossHook:
         while isinstance(hooks[-1].original, AddLossHook):
             hooks.append(hooks[-1].original)
         result = hooks[-1].original(loss)
-        tensors = keras.tree.flatten(loss)
+        tensors = flat_tensors(loss)
         for hook in hooks:
             origin = hook.activity if from_layer_call else hook.added
             for tensor in tensors:

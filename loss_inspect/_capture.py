@@ -148,10 +148,22 @@ def pack_row(layout_id: int, batch, total, values, dtype):
     return ops.stack(parts)
 
 
-def pack_values(total, values, dtype):
-    """``[total, values...]`` of an eager step, cut off from autograd so that
-    it keeps no graph alive while it waits for the host."""
-    return ops.stop_gradient(ops.stack([_scalar(v, dtype) for v in (total, *values)]))
+def eager_row(total, values) -> tuple:
+    """``(total, values...)`` of an eager step, kept as they are until their
+    block is read: cut off from autograd (no graph stays alive while it
+    waits), with nothing stacked or cast per step (`stack_eager_rows` does
+    that once per block)."""
+    return internals.detach_all((total, *values))
+
+
+def stack_eager_rows(rows, dtype) -> np.ndarray:
+    """Eager rows of equal length as one float64 ``(len(rows), k)`` array:
+    one stack and one host transfer for the whole block."""
+    flat = [value for row in rows for value in row]
+    stacked = internals.stack_scalars(flat, dtype)
+    if stacked is None:  # mixed dtypes or shapes, or not torch: Keras's path
+        stacked = ops.stack([_scalar(v, dtype) for v in flat])
+    return to_numpy(stacked).astype(np.float64).reshape(len(rows), -1)
 
 
 def _scalar(value, dtype):
@@ -160,8 +172,14 @@ def _scalar(value, dtype):
     shape = getattr(value, "shape", None)
     if shape is None or len(shape) != 0:
         value = ops.reshape(value, ())
+    return cast(value, dtype)
+
+
+def cast(value, dtype):
+    """``ops.cast``, skipped where ``value`` has ``dtype`` already (Keras's
+    dispatch costs more than the check, at every eager step)."""
     if keras.backend.standardize_dtype(getattr(value, "dtype", None) or "float64") != dtype:
-        value = ops.cast(value, dtype)
+        return ops.cast(value, dtype)
     return value
 
 
@@ -169,14 +187,25 @@ def batch_size_of(y_pred):
     """Number of samples in ``y_pred`` (first flat tensor), or NaN."""
     if y_pred is None:
         return float("nan")
-    flat = keras.tree.flatten(y_pred)
-    if not flat or len(getattr(flat[0], "shape", ())) == 0:
+    flat = flat_tensors(y_pred)
+    shape = getattr(flat[0], "shape", ()) if flat else ()
+    if len(shape) == 0:
         return float("nan")
-    return ops.shape(flat[0])[0]
+    # The static size where there is one (eager steps, JAX traces); a
+    # tensor only in a TensorFlow graph with an unknown batch dimension.
+    return shape[0] if isinstance(shape[0], int) else ops.shape(flat[0])[0]
 
 
 def is_symbolic_call(y_pred) -> bool:
     """A ``compute_loss`` call made for shape inference, not for a real step."""
     if internals.in_symbolic_scope():
         return True
-    return any(isinstance(t, keras.KerasTensor) for t in keras.tree.flatten(y_pred))
+    return any(isinstance(t, keras.KerasTensor) for t in flat_tensors(y_pred))
+
+
+def flat_tensors(structure) -> list:
+    """``keras.tree.flatten``, without the tree walk for a lone tensor (the
+    usual ``y_pred`` or added loss): this runs at every step."""
+    if hasattr(structure, "shape") and hasattr(structure, "dtype"):
+        return [structure]
+    return keras.tree.flatten(structure)

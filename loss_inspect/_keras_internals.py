@@ -37,6 +37,9 @@ import sys
 import warnings
 
 import keras
+from keras.src.backend.common import global_state as _global_state
+from keras.src.backend.common.stateless_scope import in_stateless_scope as _in_stateless_scope
+from keras.src.backend.common.symbolic_scope import in_symbolic_scope as _in_symbolic_scope
 
 MIN_KERAS = (3, 14)
 TESTED_KERAS = ((3, 14), (3, 15))
@@ -127,6 +130,31 @@ def tf_replicas(model) -> int:
         return 1
     strategy = getattr(model, "distribute_strategy", None)  # the model's, or the scope's
     return int(getattr(strategy, "num_replicas_in_sync", 1) or 1)
+
+
+def detach_all(values) -> tuple:
+    """torch: each tensor cut from autograd with ``Tensor.detach`` (no Keras
+    dispatch: this runs at every eager step). TensorFlow and JAX eager values
+    keep no graph alive; they are returned as they are."""
+    if backend() != "torch":
+        return tuple(values)
+    return tuple(v.detach() if hasattr(v, "detach") else v for v in values)
+
+
+def stack_scalars(values, dtype):
+    """torch: ``torch.stack`` of 0-d tensors that already have ``dtype``,
+    without Keras's conversion of each element (a block holds hundreds).
+    None where that does not apply; the caller then takes Keras's path."""
+    if backend() != "torch" or not values:
+        return None
+    import torch
+
+    if not all(isinstance(v, torch.Tensor) and v.dim() == 0 for v in values):
+        return None
+    dtypes = {v.dtype for v in values}
+    if len(dtypes) != 1 or keras.backend.standardize_dtype(dtypes.pop()) != dtype:
+        return None
+    return torch.stack(values)
 
 
 # --------------------------------------------------------------------- models
@@ -345,22 +373,16 @@ def jax_restore_state(model, kind: str, step_args) -> bool:
 
 # ----------------------------------------------------------- execution context
 def in_symbolic_scope() -> bool:
-    from keras.src.backend.common.symbolic_scope import in_symbolic_scope as inner
-
-    return inner()
+    return _in_symbolic_scope()
 
 
 def in_stateless_scope() -> bool:
-    from keras.src.backend.common.stateless_scope import in_stateless_scope as inner
-
-    return inner()
+    return _in_stateless_scope()
 
 
 def call_context_entry():
     """The layer whose call opened the current call context, or None."""
-    from keras.src.backend.common import global_state
-
-    ctx = global_state.get_global_attribute("current_call_ctx")
+    ctx = _global_state.get_global_attribute("current_call_ctx")
     return None if ctx is None else ctx.entry_layer
 
 
@@ -376,11 +398,9 @@ def clear_stale_call_context() -> bool:
     Called when a Keras entry point (``fit``, ``evaluate``...) raises, where
     no layer call can still be running.
     """
-    from keras.src.backend.common import global_state
-
-    if global_state.get_global_attribute("current_call_ctx") is None:
+    if _global_state.get_global_attribute("current_call_ctx") is None:
         return False
-    global_state.set_global_attribute("current_call_ctx", None)
+    _global_state.set_global_attribute("current_call_ctx", None)
     return True
 
 
@@ -388,17 +408,21 @@ def is_concrete(value) -> bool:
     """True for an eager value that can be read now (not a graph tensor or tracer)."""
     if isinstance(value, keras.KerasTensor):
         return False
-    name = backend()
+    return _concrete_check(backend())(value)
+
+
+@functools.lru_cache(maxsize=None)
+def _concrete_check(name: str):
     if name == "tensorflow":
         import tensorflow as tf
 
-        return not tf.is_symbolic_tensor(value) if tf.is_tensor(value) else True
+        return lambda value: not tf.is_symbolic_tensor(value) if tf.is_tensor(value) else True
     if name == "jax":
         import jax
 
-        return not isinstance(value, jax.core.Tracer)
+        return lambda value: not isinstance(value, jax.core.Tracer)
     # torch: shape inference runs on "meta" tensors, which hold no data.
-    return not getattr(value, "is_meta", False)
+    return lambda value: not getattr(value, "is_meta", False)
 
 
 def own_eager_losses(layer) -> list:

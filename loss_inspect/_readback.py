@@ -39,7 +39,7 @@ class RowReadback:
             dtype = internals.compile_loss_dtype(self._hooked_compile_loss)
             for index, raw in parts:
                 name, weight = info[index]
-                value = ops.cast(raw, dtype)
+                value = _capture.cast(raw, dtype)
                 if weight is not None:
                     value = ops.multiply(value, weight)
                 origins.append(Origin("compiled", None, name, weight))
@@ -75,9 +75,8 @@ class RowReadback:
 
         layout = self._layouts.intern(self._phase, origins)
         batch = _capture.batch_size_of(y_pred)
-        if eager:  # the header stays on the host: two ops per step, not ten
-            row = _capture.pack_values(total, values, self._dtype)
-            self._eager_rows.append((layout, float(batch), row))
+        if eager:  # no op per step: the block is stacked when it is read
+            self._eager_rows.append((layout, float(batch), _capture.eager_row(total, values)))
         else:
             self._state.write(_capture.pack_row(layout.id, batch, total, values, self._dtype))
 
@@ -215,7 +214,7 @@ class RowReadback:
             while end < len(pending) and pending[end][0] is layout:
                 end += 1
             run = pending[start:end]
-            block = _capture.to_numpy(ops.stack([row for _, _, row in run])).astype(np.float64)
+            block = _capture.stack_eager_rows([row for _, _, row in run], self._dtype)
             batch = np.array([b for _, b, _ in run])
             self._append(layout, batch, block[:, 0], block[:, 1 : 1 + len(layout.terms)])
             start = end

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from loss_inspect import _capture
+from loss_inspect import _capture, _keras_internals
 from loss_inspect._terms import Origin
 
 
@@ -43,14 +43,39 @@ def test_packed_row_is_header_then_values_cut_from_autograd():
     row = _capture.pack_row(layout.id, 8, total, values, "float32")
     np.testing.assert_array_equal(_capture.to_numpy(row), [0.0, 8.0, 1.5, 1.25, 0.25, 0.5])
     assert _capture.to_numpy(row).dtype == np.float32
-    eager = _capture.pack_values(total, values, "float32")
-    np.testing.assert_array_equal(_capture.to_numpy(eager), [1.5, 1.25, 0.25, 0.5])
+    # An eager step keeps its values as they are; its block is stacked (and
+    # cast, and reshaped) only when it is read.
+    rows = [_capture.eager_row(total, values), _capture.eager_row(total * 2, values)]
+    block = _capture.stack_eager_rows(rows, "float32")
+    assert block.dtype == np.float64 and block.shape == (2, 4)
+    np.testing.assert_array_equal(block, [[1.5, 1.25, 0.25, 0.5], [3.0, 1.25, 0.25, 0.5]])
+
+
+def test_eager_rows_of_one_dtype_take_the_single_stack_path():
+    rows = [_capture.eager_row(ops.convert_to_tensor(float(i), "float32"),
+                               [ops.convert_to_tensor(0.5 * i, "float32")]) for i in range(3)]
+    flat = [v for row in rows for v in row]
+    fast = _keras_internals.stack_scalars(flat, "float32")
+    assert (fast is not None) == (keras.backend.backend() == "torch")
+    np.testing.assert_array_equal(_capture.stack_eager_rows(rows, "float32"),
+                                  [[0.0, 0.0], [1.0, 0.5], [2.0, 1.0]])
+    # another dtype than the history's: the per-value path casts
+    assert _keras_internals.stack_scalars(flat, "float64") is None
+    np.testing.assert_array_equal(_capture.stack_eager_rows(rows, "float64")[:, 0], [0, 1, 2])
+
+
+def test_eager_rows_keep_no_autograd_graph():
     if keras.backend.backend() == "torch":
         import torch
 
         weight = torch.ones((), requires_grad=True)
-        row = _capture.pack_values(total, [weight * 2], "float32")
-        assert not row.requires_grad and row.grad_fn is None  # no graph kept alive
+        row = _capture.eager_row(weight * 3, [weight * 2])
+        assert all(not v.requires_grad and v.grad_fn is None for v in row)
+    else:  # TF and JAX eager values hold no graph: kept as they are, no op
+        total, value = ops.convert_to_tensor(3.0), ops.convert_to_tensor(2.0)
+        row = _capture.eager_row(total, [value])
+        assert row[0] is total and row[1] is value
+    np.testing.assert_array_equal(_capture.stack_eager_rows([row], "float32"), [[3.0, 2.0]])
 
 
 def test_to_numpy_reads_variables_and_tensors():

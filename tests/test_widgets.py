@@ -30,7 +30,7 @@ def test_throttle_caps_redraws_and_always_draws_the_final_state():
     rec, model, x, y = _recorder_with_steps(4)
     try:
         clock = FakeClock()
-        view = LiveView(rec, clock=clock, min_interval=0.25, first_frame_cost=0.01)
+        view = LiveView(rec, clock=clock, min_interval=0.25, first_frame_cost=0.005)
         rec.add_listener(view)
         for _ in range(10):  # 10 x 4 steps, 0.01 s of "training" per step
             for _ in range(4):
