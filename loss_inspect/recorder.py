@@ -550,8 +550,7 @@ class Recorder(RowReadback):
                     result = original(*bound.args, **bound.kwargs)
             except BaseException:
                 recorder._fit_depth -= 1
-                if recorder._entry_depth == 1:
-                    internals.clear_stale_call_context()
+                recorder._entry_point_raised()
                 recorder._flush_quietly()  # keep what ran; never mask the error
                 recorder._epoch = NO_EPOCH
                 recorder._stop_error = None
@@ -584,8 +583,7 @@ class Recorder(RowReadback):
                 with recorder._interrupt_guard():
                     result = original(*args, **kwargs)
             except BaseException:
-                if recorder._entry_depth == 1:
-                    internals.clear_stale_call_context()
+                recorder._entry_point_raised()
                 if recorder._fit_depth == 0:
                     recorder._stop_error = None
                 raise
@@ -596,6 +594,13 @@ class Recorder(RowReadback):
             return result
 
         return entry_point
+
+    def _entry_point_raised(self) -> None:
+        """An outermost entry point is raising: no layer call can still be
+        running, so a call context Keras left open is stale (see
+        `internals.clear_stale_call_context`)."""
+        if self._entry_depth == 1:
+            internals.clear_stale_call_context()
 
     def _left_entry_point(self) -> None:
         self._entry_depth -= 1

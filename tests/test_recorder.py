@@ -522,15 +522,19 @@ class _ClearingLossesInterrupted(models.AddLoss):
         super()._clear_losses()
 
 
+def _mlp_through(layer, **hidden_kwargs):
+    """Input(8) -> Dense(16, "hidden") -> ``layer`` -> Dense(1), compiled, named "mlp"."""
+    keras.utils.set_random_seed(models.SEED)
+    inp = keras.Input((8,))
+    h = keras.layers.Dense(16, activation="relu", name="hidden", **hidden_kwargs)(inp)
+    return models.compile_default(keras.Model(inp, keras.layers.Dense(1)(layer(h)), name="mlp"))
+
+
 def _fitted_model_with_interrupted_loss_clearing(x, y):
     """A fitted model whose next new step function (evaluate's, here: traced
     anew on TF and JAX, run eagerly on torch) is interrupted in Keras's window."""
-    keras.utils.set_random_seed(models.SEED)
-    inp = keras.Input((8,))
-    h = keras.layers.Dense(16, activation="relu", name="hidden",
-                           activity_regularizer=keras.regularizers.L1(1e-3))(inp)
     gate = _ClearingLossesInterrupted(name="gate")
-    model = models.compile_default(keras.Model(inp, keras.layers.Dense(1)(gate(h)), name="mlp"))
+    model = _mlp_through(gate, activity_regularizer=keras.regularizers.L1(1e-3))
     model.fit(x, y, **FIT)
     gate.armed = True
     return model, gate
@@ -574,12 +578,8 @@ def test_an_error_in_a_step_leaves_the_recorded_model_trainable():
     """On JAX, plain Keras leaves the model without weights after an error in
     a step (its loop purged them); attached, the step's input state is put back."""
     x, y = models.data()
-    keras.utils.set_random_seed(models.SEED)
-    inp = keras.Input((8,))
     bug = _FailsWhenArmed(name="bug")
-    h = keras.layers.Dense(16, activation="relu", name="hidden",
-                           kernel_regularizer=keras.regularizers.L2(1e-2))(inp)
-    model = models.compile_default(keras.Model(inp, keras.layers.Dense(1)(bug(h)), name="mlp"))
+    model = _mlp_through(bug, kernel_regularizer=keras.regularizers.L2(1e-2))
     with li.attach(model) as rec:
         model.fit(x, y, **FIT)
         weights = [keras.ops.convert_to_numpy(w) for w in model.weights]
