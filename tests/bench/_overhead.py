@@ -188,10 +188,12 @@ class Bench:
             out = contextlib.redirect_stdout(io.StringIO())  # its ExtremaPrinter text
         gc.collect()
         with out:
+            faults = _minor_page_faults()
             start = time.perf_counter()
             model.fit(self.x, self.y, batch_size=self.batch, epochs=epochs, verbose=0,
                       callbacks=callbacks)
             elapsed = time.perf_counter() - start
+            faults = _minor_page_faults() - faults
         if view is not None:
             self.recorder.remove_listener(view)
             in_fit = (view.renders, drawing[0])
@@ -205,11 +207,27 @@ class Bench:
             view.close()
         elif kind == "livelossplot":
             self.info = {"frames": frames[0]}
+        self.info["page_faults"] = faults
         return elapsed
 
     def close(self):
         if self.recorder is not None:
             self.recorder.detach()
+
+
+def _minor_page_faults():
+    """Minor page faults of this process so far (NaN where ``resource`` is missing).
+
+    Reported per step with every row: a large torch step's time depends on
+    how many of its big buffers the allocator maps fresh from the kernel
+    (see ``benchmark.MALLOC_ENV``), and a count that differs between two rows
+    explains a ratio that the recorder's own work does not.
+    """
+    try:
+        import resource
+    except ImportError:
+        return float("nan")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _time_updates(view):
@@ -318,6 +336,7 @@ def measure(model_name, rounds, seconds, live_seconds, tmp, log):
             frames = [i["frames"] for i in info[kind] if "frames" in i]
             drawing = [i["drawing_s"] for i in info[kind] if "drawing_s" in i]
             final = [i["final_s"] for i in info[kind] if "final_s" in i]
+            faults = [i["page_faults"] for i in info[kind] if "page_faults" in i]
             entry.update(
                 times=seconds_, ratios=ratios,
                 median_ratio=statistics.median(ratios) if ratios else None,
@@ -326,6 +345,8 @@ def measure(model_name, rounds, seconds, live_seconds, tmp, log):
                 frames=statistics.median(frames) if frames else None,
                 drawing_s=statistics.median(drawing) if drawing else None,
                 final_s=statistics.median(final) if final else None,
+                page_faults_per_step=(statistics.median(faults)
+                                      / (lengths[kind] * steps_per_epoch)) if faults else None,
             )
             if entry["median_ratio"] is None:
                 del entry["median_ratio"]

@@ -56,6 +56,17 @@ QUICK = dict(rounds=1, seconds={"tiny": 0.3, "mid": 0.45}, live_seconds={"tiny":
              torch_steps=2_000, torch_seconds=60, repeats=3, processes=3)
 
 
+#: glibc malloc settings of the fit() children (unless --default-malloc).
+#: Setting either threshold turns glibc's adaptive mmap threshold off: buffers
+#: up to 32 MiB come from the heap, and the heap is not handed back to the
+#: kernel below 1 GiB of free top. With the adaptive default, whether a large
+#: torch step's buffers are mmapped afresh (a page fault per 4 KiB touched)
+#: depends on the sizes the process freed earlier, so one fit of the mid model
+#: ran 1.6 times as long as the next whatever was attached (_report.NOTES).
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
+              "MALLOC_TRIM_THRESHOLD_": str(2**30)}
+
+
 # --------------------------------------------------------------- children
 def child(argv):
     """Entry point of a child process; writes its result as JSON to --json."""
@@ -94,13 +105,14 @@ def _child_env(tmp, backend):
     return env
 
 
-def _run_child(kind, backend, settings, tmp, timeout):
+def _run_child(kind, backend, settings, tmp, timeout, extra_env=None):
     """Run one child; its result dict, or {"error": ...} if it failed."""
     path = os.path.join(tmp, f"{kind}-{backend}.json")
     command = [sys.executable, os.path.abspath(__file__), "--child", kind,
                "--json", path, "--settings", json.dumps(settings)]
+    env = {**_child_env(tmp, backend), **(extra_env or {})}
     try:
-        proc = subprocess.run(command, env=_child_env(tmp, backend), cwd=REPO,
+        proc = subprocess.run(command, env=env, cwd=REPO,
                               timeout=timeout, stdout=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s"}
@@ -202,6 +214,9 @@ def main(argv=None):
                         help="comma-separated subset of tiny,mid (default: both)")
     parser.add_argument("--no-scale", dest="scale", action="store_false",
                         help="only the fit() overhead rows")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="run the fit() children with glibc's adaptive malloc "
+                             "thresholds instead of fixed ones (MALLOC_ENV)")
     parser.add_argument("--out", metavar="PATH", help="also write the markdown here")
     args = parser.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -218,7 +233,11 @@ def main(argv=None):
         settings["seconds"] = {"tiny": args.fit_seconds, "mid": 1.5 * args.fit_seconds}
     if args.live_seconds:
         settings["live_seconds"] = {"tiny": args.live_seconds}
+    malloc_env = {} if args.default_malloc else MALLOC_ENV
     header = {"machine": machine(), "versions": versions(), "commit": git_commit(),
+              "malloc": (", ".join(f"`{k}={v}`" for k, v in malloc_env.items())
+                         + " for the `fit()` children" if malloc_env
+                         else "glibc's adaptive default (`--default-malloc`)"),
               "load_start": _load(),
               "command": "python tests/bench/benchmark.py " + " ".join(argv)}
     start = time.perf_counter()
@@ -231,7 +250,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="li-bench-") as tmp:
         for backend in backends:
             stage(f"fit() overhead on {backend} ...")
-            results[backend] = _run_child("fit", backend, settings, tmp, timeout=1800)
+            results[backend] = _run_child("fit", backend, settings, tmp, timeout=1800,
+                                          extra_env=malloc_env)
         if args.scale:
             stage("history memory and redraw ...")
             scale["history"] = _run_child("history", "jax", settings, tmp, timeout=900)
