@@ -4,7 +4,7 @@ One command measures everything side by side and prints one markdown table
 (with the machine and the versions):
 
     python tests/bench/benchmark.py [--backends jax,tensorflow,torch] [--quick]
-                                    [--out docs/performance.md]
+                                    [--default-malloc] [--out docs/performance.md]
 
 Needs the ``bench`` extra (``pip install -e ".[bench,jax,tensorflow]" torch==2.13.0``).
 
@@ -111,6 +111,7 @@ def _run_child(kind, backend, settings, tmp, timeout, extra_env=None):
     command = [sys.executable, os.path.abspath(__file__), "--child", kind,
                "--json", path, "--settings", json.dumps(settings)]
     env = {**_child_env(tmp, backend), **(extra_env or {})}
+    env = {k: v for k, v in env.items() if v is not None}  # None: unset it
     try:
         proc = subprocess.run(command, env=env, cwd=REPO,
                               timeout=timeout, stdout=subprocess.DEVNULL)
@@ -233,11 +234,14 @@ def main(argv=None):
         settings["seconds"] = {"tiny": args.fit_seconds, "mid": 1.5 * args.fit_seconds}
     if args.live_seconds:
         settings["live_seconds"] = {"tiny": args.live_seconds}
-    malloc_env = {} if args.default_malloc else MALLOC_ENV
+    # --default-malloc also unsets the two variables where the caller's
+    # environment has them, so that glibc really runs with its default.
+    malloc_env = dict.fromkeys(MALLOC_ENV) if args.default_malloc else MALLOC_ENV
     header = {"machine": machine(), "versions": versions(), "commit": git_commit(),
-              "malloc": (", ".join(f"`{k}={v}`" for k, v in malloc_env.items())
-                         + " for the `fit()` children" if malloc_env
-                         else "glibc's adaptive default (`--default-malloc`)"),
+              "malloc": ("glibc's adaptive default (`--default-malloc`)"
+                         if args.default_malloc else
+                         ", ".join(f"`{k}={v}`" for k, v in MALLOC_ENV.items())
+                         + " for the `fit()` children"),
               "load_start": _load(),
               "command": "python tests/bench/benchmark.py " + " ".join(argv)}
     start = time.perf_counter()
