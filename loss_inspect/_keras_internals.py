@@ -372,6 +372,10 @@ def jax_restore_state(model, kind: str, step_args) -> bool:
 
 
 # ----------------------------------------------------------- execution context
+#: Keras's global attribute for the open layer-call context (3.14, 3.15).
+_CALL_CTX = "current_call_ctx"
+
+
 def in_symbolic_scope() -> bool:
     return _in_symbolic_scope()
 
@@ -382,7 +386,7 @@ def in_stateless_scope() -> bool:
 
 def call_context_entry():
     """The layer whose call opened the current call context, or None."""
-    ctx = _global_state.get_global_attribute("current_call_ctx")
+    ctx = _global_state.get_global_attribute(_CALL_CTX)
     return None if ctx is None else ctx.entry_layer
 
 
@@ -398,9 +402,9 @@ def clear_stale_call_context() -> bool:
     Called when a Keras entry point (``fit``, ``evaluate``...) raises, where
     no layer call can still be running.
     """
-    if _global_state.get_global_attribute("current_call_ctx") is None:
+    if _global_state.get_global_attribute(_CALL_CTX) is None:
         return False
-    _global_state.set_global_attribute("current_call_ctx", None)
+    _global_state.set_global_attribute(_CALL_CTX, None)
     return True
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import statistics
 
+from _overhead import REFERENCE as REFERENCE_KIND  # sibling module: ratio -> reference config
+
 LABELS = {
     "plain": "plain `fit()`",
     "plain_again": "A/A control: plain `fit()` again (same model, same round)",
@@ -121,8 +123,6 @@ def _fastest_ratio(run, kind, entry):
     reasoning of ``timeit``, which reports a minimum). The table's verdict
     stays the median of the per-round ratios.
     """
-    from _overhead import REFERENCE as REFERENCE_KIND  # sibling module
-
     reference = run["configs"].get(REFERENCE_KIND.get(kind, "plain"), {})
     if not entry.get("times") or not reference.get("times"):
         return None
