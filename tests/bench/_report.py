@@ -30,6 +30,10 @@ REFERENCE = {
     ("livelossplot", "tensorflow"): 2.09, ("livelossplot", "jax"): 6.3,
     ("naive", "tensorflow"): 1.06, ("naive", "jax"): 1.24, ("naive", "torch"): 1.16,
 }
+PAIRED_LABELS = {
+    "aa": "A/A control, paired short fits: instance B over A, nothing attached",
+    "ratio": "recorder, paired short fits (crossover of two instances), every step",
+}
 FLAT_MB = 50  # "resident memory flat": at most this growth from the first sample
 
 
@@ -137,6 +141,40 @@ def _faults(entry):
     return f"; {faults:,.0f} page faults/step" if faults >= 1 else "; <1 page fault/step"
 
 
+def _paired_rows(paired):
+    """Rows of the paired short-fit measurement (`_paired.py`), per backend."""
+    rows = []
+    for backend, res in paired.items():
+        if "error" in res:
+            rows.append((PAIRED_LABELS["ratio"], backend, "mid", "failed", res["error"],
+                         "≤ 1.01×", "no"))
+            continue
+        name = f"mid ({res['steps_per_fit']} steps/fit)"
+        low, high = res["aa_interval"]
+        rows.append((
+            PAIRED_LABELS["aa"], backend, name, _x(res["aa_ratio"]),
+            f"95 % interval {low:.3f}–{high:.3f}; {res['pairs'][0]} pairs; "
+            f"plain {res['plain_step_ms']:.1f} ms/step; sd of log ratio "
+            f"{res['aa_log_sd']:.3f}", "—", "—"))
+        low, high = res["interval"]
+        detail = (f"95 % interval {low:.3f}–{high:.3f}; {res['pairs'][1]} + "
+                  f"{res['pairs'][2]} pairs; instance bias {res['bias']:.3f} (cancelled)")
+        complete = res["steps_recorded"] == res["steps_expected"]
+        if not complete:
+            detail += (f"; **{res['steps_recorded']:,} of {res['steps_expected']:,} "
+                       "steps recorded**")
+        rows.append((PAIRED_LABELS["ratio"], backend, name, _x(res["ratio"]), detail,
+                     "≤ 1.01×", paired_verdict(res["ratio"], high, 1.01, complete)))
+    return rows
+
+
+def paired_verdict(ratio, high, limit, complete=True):
+    """The "meets target" cell: "yes" only when the whole 95 % interval is within it."""
+    if not complete or ratio > limit:
+        return "no"
+    return "yes" if high <= limit else "not resolved (interval crosses the target)"
+
+
 def _scale_rows(scale):
     rows = []
     hist = scale.get("history")
@@ -238,6 +276,19 @@ NOTES = """\
   (docs/performance.md, "glibc malloc"). Fixed thresholds take that out of
   both sides of every ratio. The page faults/step in each row show what is
   left.
+- Paired short fits (`_paired.py`): one `fit()` of the mid model varies by
+  several percent from the next (the sd of the log ratio of two adjacent,
+  identical fits was 0.07, alike for 4-, 8- and 32-step fits), so a few long
+  fits cannot show 1 %. This child runs two instances of the mid model and
+  times hundreds of 8-step fit() pairs, order alternating: nothing attached
+  (the A/A row), the recorder on B, then the recorder on A. The two attached
+  phases cross over, so the speed difference of the two instances cancels;
+  the ratio is exp of the mean of the two phases' median log ratios, with a
+  95 % bootstrap interval over the pairs. "meets target" is "yes" only when
+  the whole interval is within 1.01, and the row checks that every step of
+  the attached fits was recorded. Short fits weigh the recorder's per-fit
+  work (reading its buffer when `fit()` returns) 4 to 16 times as much as the
+  rounds above do.
 - "fastest fits": a configuration's fastest fit over plain `fit()`'s fastest,
   across all rounds. Noise on a shared host only adds time, so this is the
   least disturbed pair; it is given beside the median, which decides the
@@ -263,7 +314,7 @@ def _tensorboard_note(results):
             "installed); the issue's reference had no figure for it.\n")
 
 
-def render(results, scale, settings, header, elapsed):
+def render(results, scale, settings, header, elapsed, paired=None):
     lines = [
         "## loss_inspect benchmark",
         "",
@@ -278,7 +329,7 @@ def render(results, scale, settings, header, elapsed):
         "| measurement | backend | model | result | detail | target | meets target |",
         "|---|---|---|---|---|---|---|",
     ]
-    for row in _overhead_rows(results) + _scale_rows(scale):
+    for row in _overhead_rows(results) + _paired_rows(paired or {}) + _scale_rows(scale):
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |")
     labels = {}
     for res in results.values():

@@ -16,9 +16,12 @@ recorder with the live widget (on longer fits, against a plain fit of that
 length), Keras's ``TensorBoard(update_freq="batch")``, livelossplot's
 ``PlotLossesKeras``, and a naive "one Mean metric per term" recorder. Each
 row is the median over rounds of the ratio to plain ``fit()`` in the same
-round. Then, in fresh processes (see `_scale.py`): the memory and redraw time
-of a 1,000,000-record history, the resident memory of 10,000 torch steps, and
-the time of ``import loss_inspect`` and ``%load_ext loss_inspect``.
+round. A second child per backend resolves the recorder's overhead on the
+mid model below 1 % with many paired short fits on two instances, crossed
+over (see `_paired.py`). Then, in fresh processes (see `_scale.py`): the
+memory and redraw time of a 1,000,000-record history, the resident memory of
+10,000 torch steps, and the time of ``import loss_inspect`` and
+``%load_ext loss_inspect``.
 `_report.py` turns the results into the table.
 
 This measures; it asserts nothing. Timing assertions do not belong in the
@@ -46,14 +49,18 @@ import _scale  # noqa: E402
 
 BACKENDS = ("jax", "tensorflow", "torch")
 
-#: Settings of a full run (about 12 minutes on a quiet 2-core CPU) and of --quick.
+#: Settings of a full run (about 25 minutes on a 2-core CPU) and of --quick.
 #: ``seconds``: target length of one plain fit() per model (whole epochs, at least 1).
 #: ``live_seconds``: length of the live widget's fits (and of their plain
 #: reference), long enough for its throttled frames; models without one skip it.
+#: ``paired_seconds``: length of each of the three phases of the paired
+#: short-fit measurement of the mid model (`_paired.py`); 0 skips it.
 FULL = dict(rounds=6, seconds={"tiny": 1.0, "mid": 1.5}, live_seconds={"tiny": 8.0},
-            torch_steps=10_000, torch_seconds=240, repeats=5, processes=5)
+            paired_seconds=45.0, torch_steps=10_000, torch_seconds=240, repeats=5,
+            processes=5)
 QUICK = dict(rounds=1, seconds={"tiny": 0.3, "mid": 0.45}, live_seconds={"tiny": 4.0},
-             torch_steps=2_000, torch_seconds=60, repeats=3, processes=3)
+             paired_seconds=8.0, torch_steps=2_000, torch_seconds=60, repeats=3,
+             processes=3)
 
 
 #: glibc malloc settings of the fit() children (unless --default-malloc).
@@ -72,7 +79,7 @@ def child(argv):
     """Entry point of a child process; writes its result as JSON to --json."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", required=True,
-                        choices=["fit", "history", "torch-memory"])
+                        choices=["fit", "paired", "history", "torch-memory"])
     parser.add_argument("--json", required=True)
     parser.add_argument("--settings", required=True)
     args = parser.parse_args(argv)
@@ -88,6 +95,10 @@ def child(argv):
         with tempfile.TemporaryDirectory(prefix="li-bench-tb-") as tmp:
             result = _overhead.run(settings["models"], settings["rounds"],
                                    settings["seconds"], settings["live_seconds"], tmp, log)
+    elif args.child == "paired":
+        import _paired
+
+        result = _paired.measure("mid", settings["paired_seconds"], log)
     elif args.child == "history":
         result = _scale.history_memory_and_redraw(repeats=settings["repeats"])
     else:
@@ -211,6 +222,10 @@ def main(argv=None):
     parser.add_argument("--live-seconds", type=float, metavar="S",
                         help="length of the live widget's fits on the tiny model "
                              "(and of their plain reference); default 8, --quick 4")
+    parser.add_argument("--paired-seconds", type=float, metavar="S",
+                        help="length of each of the three phases of the paired "
+                             "short-fit measurement of the mid model (_paired.py); "
+                             "default 45, --quick 8; 0 skips it")
     parser.add_argument("--models", default="tiny,mid",
                         help="comma-separated subset of tiny,mid (default: both)")
     parser.add_argument("--no-scale", dest="scale", action="store_false",
@@ -234,6 +249,8 @@ def main(argv=None):
         settings["seconds"] = {"tiny": args.fit_seconds, "mid": 1.5 * args.fit_seconds}
     if args.live_seconds:
         settings["live_seconds"] = {"tiny": args.live_seconds}
+    if args.paired_seconds is not None:
+        settings["paired_seconds"] = args.paired_seconds
     # --default-malloc also unsets the two variables where the caller's
     # environment has them, so that glibc really runs with its default.
     malloc_env = dict.fromkeys(MALLOC_ENV) if args.default_malloc else MALLOC_ENV
@@ -250,12 +267,17 @@ def main(argv=None):
         print(f"[bench {time.perf_counter() - start:5.0f}s] {message}", file=sys.stderr,
               flush=True)
 
-    results, scale = {}, {}
+    results, paired, scale = {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="li-bench-") as tmp:
         for backend in backends:
             stage(f"fit() overhead on {backend} ...")
             results[backend] = _run_child("fit", backend, settings, tmp, timeout=1800,
                                           extra_env=malloc_env)
+            if "mid" in models and settings["paired_seconds"] > 0:
+                stage(f"paired short fits of the mid model on {backend} ...")
+                paired[backend] = _run_child(
+                    "paired", backend, settings, tmp,
+                    timeout=3 * settings["paired_seconds"] + 600, extra_env=malloc_env)
         if args.scale:
             stage("history memory and redraw ...")
             scale["history"] = _run_child("history", "jax", settings, tmp, timeout=900)
@@ -268,7 +290,8 @@ def main(argv=None):
             scale["load_ext"] = _fresh(_scale.LOAD_EXT_CODE, settings["processes"], tmp)
     stage("done")
     header["load_end"] = _load()
-    text = _report.render(results, scale, settings, header, time.perf_counter() - start)
+    text = _report.render(results, scale, settings, header, time.perf_counter() - start,
+                          paired)
     print(text)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:
