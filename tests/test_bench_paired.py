@@ -53,7 +53,7 @@ def test_a_short_real_run_records_every_attached_step(backend):
     assert all(n >= 1 for n in result["pairs"])
     low, high = result["interval"]
     assert low <= result["ratio"] <= high and math.isfinite(result["ratio"])
-    assert len(messages) == 3
+    assert len(messages) == _paired.CYCLES
     rows = _report._paired_rows({backend: result})
     assert [row[1] for row in rows] == [backend, backend]
     assert rows[1][3] == f"{result['ratio']:.3f}×"

@@ -21,6 +21,9 @@ Design (per backend, in one process):
 * Phase 1: the recorder attached to B (``li.attach(B, nan="warn")``, every
   step recorded); ``log(t_B / t_A)`` is overhead + bias.
 * Phase 2: the recorder moved to A; ``log(t_A / t_B)`` is overhead − bias.
+* The three phases run in turn, three times over (`CYCLES`), so that the
+  host's drift over the run and a change in one instance's speed fall on
+  every phase alike; each attach retraces and is followed by settling fits.
 * The overhead is ``exp((m1 + m2) / 2)``, where ``m`` is a phase's median
   log ratio: a crossover, so the instances' bias cancels. Its 95 % interval
   comes from a bootstrap over the pairs of both phases.
@@ -40,12 +43,17 @@ import numpy as np
 
 #: Batches per fit(): short, so that many pairs fit in the time given.
 STEPS_PER_FIT = 8
+#: The three phases run in this many cycles (A/A, recorder on B, recorder on
+#: A, again and again), so that a drift of the host or of one instance's
+#: speed over the run falls on all three alike.
+CYCLES = 3
+PHASE_TEXT = {"aa": "A/A B/A", "one": "recorder on B: B/A", "two": "recorder on A: A/B"}
 #: Bootstrap resamples for the 95 % interval.
 RESAMPLES = 2000
 
 
 def measure(model_name, seconds_per_phase, log):
-    """Run the three phases on ``model_name``; a JSON-able result dict."""
+    """Run the three phases, in `CYCLES` cycles, on ``model_name``; a JSON-able dict."""
     import _overhead  # sibling module; imported here as benchmark.py imports us
     import loss_inspect as li
 
@@ -64,7 +72,7 @@ def measure(model_name, seconds_per_phase, log):
             fit("A"), fit("B")
 
     def pairs(numerator, seconds):
-        """log(t_numerator / t_other) per pair, for ``seconds``."""
+        """log(t_numerator / t_other) per pair, for ``seconds``; and t_other."""
         other = "A" if numerator == "B" else "B"
         logs, fit_s = [], []
         deadline = time.perf_counter() + seconds
@@ -75,26 +83,28 @@ def measure(model_name, seconds_per_phase, log):
             fit_s.append(t[other])
         return np.array(logs), fit_s
 
+    phases = {"aa": ([], []), "one": ([], []), "two": ([], [])}  # log ratios, fit s
+    steps_recorded = steps_expected = 0
     start = time.perf_counter()
     settle()
-    aa, aa_fit = pairs("B", seconds_per_phase)
-    log(f"  {model_name} paired A/A: {len(aa)} pairs, B/A {np.exp(np.median(aa)):.4f}")
-
-    recorder = li.attach(models["B"], nan="warn")
-    settle()
-    one, one_fit = pairs("B", seconds_per_phase)
-    steps_recorded = recorder.history.records
-    recorder.detach()
-    log(f"  {model_name} paired, recorder on B: {len(one)} pairs, "
-        f"B/A {np.exp(np.median(one)):.4f}")
-
-    recorder = li.attach(models["A"], nan="warn")
-    settle()
-    two, two_fit = pairs("A", seconds_per_phase)
-    steps_recorded += recorder.history.records
-    recorder.detach()
-    log(f"  {model_name} paired, recorder on A: {len(two)} pairs, "
-        f"A/B {np.exp(np.median(two)):.4f}")
+    for cycle in range(CYCLES):
+        for phase, attached, numerator in (("aa", None, "B"), ("one", "B", "B"),
+                                           ("two", "A", "A")):
+            recorder = li.attach(models[attached], nan="warn") if attached else None
+            if recorder is not None:
+                settle()
+            logs, fit_s = pairs(numerator, seconds_per_phase / CYCLES)
+            phases[phase][0].extend(logs)
+            phases[phase][1].extend(fit_s)
+            if recorder is not None:
+                steps_recorded += recorder.history.records
+                steps_expected += STEPS_PER_FIT * (3 + len(logs))
+                recorder.detach()
+        log(f"  {model_name} paired, cycle {cycle + 1}/{CYCLES}: " + ", ".join(
+            f"{PHASE_TEXT[k]} {np.exp(np.median(v[0])):.4f} ({len(v[0])} pairs)"
+            for k, v in phases.items()))
+    (aa, aa_fit), (one, one_fit), (two, two_fit) = (
+        (np.array(v[0]), v[1]) for v in phases.values())
 
     rng = np.random.default_rng(0)
     overhead = crossover(one, two)
@@ -116,7 +126,7 @@ def measure(model_name, seconds_per_phase, log):
         "interval": [float(v) for v in np.percentile(boot, [2.5, 97.5])],
         "log_sd": float(np.std(np.concatenate([one, two]))),
         "steps_recorded": steps_recorded,
-        "steps_expected": STEPS_PER_FIT * (3 + len(one) + 3 + len(two)),
+        "steps_expected": steps_expected,
         "seconds": time.perf_counter() - start,
     }
     return result

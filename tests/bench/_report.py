@@ -277,17 +277,18 @@ NOTES = """\
   both sides of every ratio. The page faults/step in each row show what is
   left.
 - Paired short fits (`_paired.py`): one `fit()` of the mid model varies by
-  several percent from the next (the sd of the log ratio of two adjacent,
-  identical fits was 0.07, alike for 4-, 8- and 32-step fits), so a few long
-  fits cannot show 1 %. This child runs two instances of the mid model and
-  times hundreds of 8-step fit() pairs, order alternating: nothing attached
-  (the A/A row), the recorder on B, then the recorder on A. The two attached
-  phases cross over, so the speed difference of the two instances cancels;
-  the ratio is exp of the mean of the two phases' median log ratios, with a
-  95 % bootstrap interval over the pairs. "meets target" is "yes" only when
-  the whole interval is within 1.01, and the row checks that every step of
-  the attached fits was recorded. Short fits weigh the recorder's per-fit
-  work (reading its buffer when `fit()` returns) 4 to 16 times as much as the
+  several percent from the next (on JAX the sd of the log ratio of two
+  adjacent, identical fits was 0.07, alike for 4-, 8- and 32-step fits), so
+  a few long fits cannot show 1 %. This child runs two instances of the mid
+  model and times hundreds of 8-step fit() pairs, order alternating, in
+  three phases run three times over: nothing attached (the A/A row), the
+  recorder on B, the recorder on A. The two attached phases cross over, so
+  the speed difference of the two instances cancels; the ratio is exp of
+  the mean of the two phases' median log ratios, with a 95 % bootstrap
+  interval over the pairs. "meets target" is "yes" only when the whole
+  interval is within 1.01, and the row checks that every step of the
+  attached fits was recorded. Short fits weigh the recorder's per-fit work
+  (reading its buffer when `fit()` returns) 4 to 16 times as much as the
   rounds above do.
 - "fastest fits": a configuration's fastest fit over plain `fit()`'s fastest,
   across all rounds. Noise on a shared host only adds time, so this is the
