@@ -54,6 +54,7 @@ def test_a_short_real_run_records_every_attached_step(backend):
     low, high = result["interval"]
     assert low <= result["ratio"] <= high and math.isfinite(result["ratio"])
     assert len(messages) == _paired.CYCLES
-    rows = _report._paired_rows({backend: result})
-    assert [row[1] for row in rows] == [backend, backend]
+    rows = _report._paired_rows({backend: {"results": [result]}})
+    assert [(row[1], row[2]) for row in rows] == [(backend, "tiny (128 steps/fit)")] * 2
     assert rows[1][3] == f"{result['ratio']:.3f}×"
+    assert rows[1][5] == ("≤ 1.05×" if backend == "torch" else "≤ 1.03×")

@@ -1,21 +1,22 @@
-"""The recorder's overhead on the mid model, resolved below 1 %: many short paired fits.
+"""The recorder's overhead, resolved below 1 %: many short paired fits.
 
 Why a second design. On a shared 2-core CPU one ``fit()`` of the mid model
 runs several percent faster or slower than the next whatever is attached:
 the standard deviation of the log ratio of two adjacent, identical fits was
 0.04 to 0.18 (by backend and host load), and on JAX it was 0.07 for fits of
-4, 8 and 32 steps alike: the noise is per ``fit()``, not per step. The rounds of `_overhead.py` (a handful of long
-fits, a retrace at each attach) cannot resolve the issue's 1 % target
-against that. What resolves it is many short pairs: the standard error of a
-mean falls with the square root of the number of pairs, and 8-step fits give
-several hundred pairs a minute.
+4, 8 and 32 steps alike: the noise is per ``fit()``, not per step. The
+rounds of `_overhead.py` (a handful of long fits, a retrace at each attach)
+cannot resolve the issue's 1 % target against that. What resolves it is
+many short pairs: the standard error of a median falls with the square root
+of the number of pairs, and 8-step fits give several hundred pairs a minute.
 
 Design (per backend, in one process):
 
-* Two instances A and B of the mid model, built alike (same seed, so the
+* Two instances A and B of the model, built alike (same seed, so the
   same weights) and warmed up; nothing is retraced while pairs run.
-* Each pair times one ``fit()`` of each instance on the same 8 batches,
-  back to back, the order alternating from pair to pair.
+* Each pair times one ``fit()`` of each instance on the same batches (8
+  of the mid model, 128 of the tiny one), back to back, the order
+  alternating from pair to pair.
 * Phase "A/A": nothing attached; ``log(t_B / t_A)`` is the noise floor and
   B's bias against A (two instances of one model can differ in speed).
 * Phase 1: the recorder attached to B (``li.attach(B, nan="warn")``, every
@@ -30,8 +31,8 @@ Design (per backend, in one process):
 
 The recorder's per-``fit()`` work (its fit wrapper, the epoch-end callback,
 the read of the device buffer when ``fit()`` returns) weighs four to
-sixteen times as much in these 8-step fits as in the 32- to 128-step fits of
-the main table, so the estimate errs on the recorder's side.
+twelve times as much in the mid model's 8-step fits as in its 32- to
+96-step fits of the main table, so that estimate errs on the recorder's side.
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ import time
 
 import numpy as np
 
-#: Batches per fit(): short, so that many pairs fit in the time given.
-STEPS_PER_FIT = 8
+#: Batches per fit(), per model: short, so that many pairs fit in the time
+#: given, but long enough that Keras's own per-fit setup (a few ms) does not
+#: dilute the steps: 8 steps of the mid model, one 128-step epoch of the tiny one.
+STEPS_PER_FIT = {"tiny": 128, "mid": 8}
 #: The three phases run in this many cycles (A/A, recorder on B, recorder on
 #: A, again and again), so that a drift of the host or of one instance's
 #: speed over the run falls on all three alike.
@@ -57,8 +60,9 @@ def measure(model_name, seconds_per_phase, log):
     import _overhead  # sibling module; imported here as benchmark.py imports us
     import loss_inspect as li
 
+    steps_per_fit = STEPS_PER_FIT[model_name]
     x, y, batch = _overhead.data(model_name)
-    n = STEPS_PER_FIT * batch
+    n = steps_per_fit * batch
     x, y = x[:n], y[:n]
     models = {"A": _overhead.build(model_name), "B": _overhead.build(model_name)}
 
@@ -98,7 +102,7 @@ def measure(model_name, seconds_per_phase, log):
             phases[phase][1].extend(fit_s)
             if recorder is not None:
                 steps_recorded += recorder.history.records
-                steps_expected += STEPS_PER_FIT * (3 + len(logs))
+                steps_expected += steps_per_fit * (3 + len(logs))
                 recorder.detach()
         log(f"  {model_name} paired, cycle {cycle + 1}/{CYCLES}: " + ", ".join(
             f"{PHASE_TEXT[k]} {np.exp(np.median(v[0])):.4f} ({len(v[0])} pairs)"
@@ -114,10 +118,10 @@ def measure(model_name, seconds_per_phase, log):
     plain_fit_s = statistics.median(aa_fit + one_fit + two_fit)
     result = {
         "model": model_name,
-        "steps_per_fit": STEPS_PER_FIT,
+        "steps_per_fit": steps_per_fit,
         "seconds_per_phase": seconds_per_phase,
         "pairs": [len(aa), len(one), len(two)],
-        "plain_step_ms": 1e3 * plain_fit_s / STEPS_PER_FIT,
+        "plain_step_ms": 1e3 * plain_fit_s / steps_per_fit,
         "aa_ratio": float(np.exp(np.median(aa))),
         "aa_interval": [float(v) for v in np.percentile(aa_boot, [2.5, 97.5])],
         "aa_log_sd": float(np.std(aa)),

@@ -16,9 +16,9 @@ recorder with the live widget (on longer fits, against a plain fit of that
 length), Keras's ``TensorBoard(update_freq="batch")``, livelossplot's
 ``PlotLossesKeras``, and a naive "one Mean metric per term" recorder. Each
 row is the median over rounds of the ratio to plain ``fit()`` in the same
-round. A second child per backend resolves the recorder's overhead on the
-mid model below 1 % with many paired short fits on two instances, crossed
-over (see `_paired.py`). Then, in fresh processes (see `_scale.py`): the
+round. A second child per backend resolves the recorder's overhead below
+1 % with many paired short fits on two instances, crossed over (see
+`_paired.py`). Then, in fresh processes (see `_scale.py`): the
 memory and redraw time of a 1,000,000-record history, the resident memory of
 10,000 torch steps, and the time of ``import loss_inspect`` and
 ``%load_ext loss_inspect``.
@@ -49,12 +49,12 @@ import _scale  # noqa: E402
 
 BACKENDS = ("jax", "tensorflow", "torch")
 
-#: Settings of a full run (about 25 minutes on a 2-core CPU) and of --quick.
+#: Settings of a full run (about 30 minutes on a 2-core CPU) and of --quick.
 #: ``seconds``: target length of one plain fit() per model (whole epochs, at least 1).
 #: ``live_seconds``: length of the live widget's fits (and of their plain
 #: reference), long enough for its throttled frames; models without one skip it.
 #: ``paired_seconds``: length of each of the three phases of the paired
-#: short-fit measurement of the mid model (`_paired.py`); 0 skips it.
+#: short-fit measurement of each model (`_paired.py`); 0 skips it.
 FULL = dict(rounds=6, seconds={"tiny": 1.0, "mid": 1.5}, live_seconds={"tiny": 8.0},
             paired_seconds=45.0, torch_steps=10_000, torch_seconds=240, repeats=5,
             processes=5)
@@ -98,7 +98,8 @@ def child(argv):
     elif args.child == "paired":
         import _paired
 
-        result = _paired.measure("mid", settings["paired_seconds"], log)
+        result = {"results": [_paired.measure(model, settings["paired_seconds"], log)
+                              for model in settings["models"]]}
     elif args.child == "history":
         result = _scale.history_memory_and_redraw(repeats=settings["repeats"])
     else:
@@ -224,7 +225,7 @@ def main(argv=None):
                              "(and of their plain reference); default 8, --quick 4")
     parser.add_argument("--paired-seconds", type=float, metavar="S",
                         help="length of each of the three phases of the paired "
-                             "short-fit measurement of the mid model (_paired.py); "
+                             "short-fit measurement of each model (_paired.py); "
                              "default 45, --quick 8; 0 skips it")
     parser.add_argument("--models", default="tiny,mid",
                         help="comma-separated subset of tiny,mid (default: both)")
@@ -273,11 +274,11 @@ def main(argv=None):
             stage(f"fit() overhead on {backend} ...")
             results[backend] = _run_child("fit", backend, settings, tmp, timeout=1800,
                                           extra_env=malloc_env)
-            if "mid" in models and settings["paired_seconds"] > 0:
-                stage(f"paired short fits of the mid model on {backend} ...")
+            if settings["paired_seconds"] > 0:
+                stage(f"paired short fits on {backend} ...")
                 paired[backend] = _run_child(
-                    "paired", backend, settings, tmp,
-                    timeout=3 * settings["paired_seconds"] + 600, extra_env=malloc_env)
+                    "paired", backend, settings, tmp, extra_env=malloc_env,
+                    timeout=len(models) * (3 * settings["paired_seconds"] + 600))
         if args.scale:
             stage("history memory and redraw ...")
             scale["history"] = _run_child("history", "jax", settings, tmp, timeout=900)
