@@ -46,6 +46,13 @@ def test_paired_verdict_needs_the_whole_interval_within_the_target(
     assert _report.paired_verdict(ratio, high, 1.01, complete) == verdict
 
 
+def test_paired_verdict_refuses_a_pass_when_the_a_a_control_disagrees():
+    # TensorFlow, mid model: A/A 0.966 (0.923-0.990) while the crossover's bias was 1.005
+    verdict = _report.paired_verdict(0.988, 1.005, 1.01, True, (0.923, 0.990), 1.005)
+    assert verdict == "not resolved (the A/A control misses the instances' bias)"
+    assert _report.paired_verdict(0.988, 1.005, 1.01, True, (0.98, 1.01), 1.005) == "yes"
+
+
 def test_a_short_real_run_records_every_attached_step(backend):
     messages = []
     result = _paired.measure("tiny", 0.3, messages.append)

@@ -172,13 +172,22 @@ def _paired_model_rows(backend, res):
                    "steps recorded**")
     text, limit = target(res["model"], "recorder", backend)
     return [aa, (PAIRED_LABELS["ratio"], backend, name, _x(res["ratio"]), detail, text,
-                 paired_verdict(res["ratio"], high, limit, complete))]
+                 paired_verdict(res["ratio"], high, limit, complete,
+                                res["aa_interval"], res["bias"]))]
 
 
-def paired_verdict(ratio, high, limit, complete=True):
-    """The "meets target" cell: "yes" only when the whole 95 % interval is within it."""
+def paired_verdict(ratio, high, limit, complete=True, aa_interval=None, bias=1.0):
+    """The "meets target" cell: "yes" only when the whole 95 % interval is within it
+    and the A/A control agrees with the design.
+
+    With nothing attached, B over A should read the instances' bias that the
+    crossover estimates; an A/A interval that misses it means the host
+    drifted in a way the interval does not account for (seen on TensorFlow).
+    """
     if not complete or ratio > limit:
         return "no"
+    if aa_interval is not None and not aa_interval[0] <= bias <= aa_interval[1]:
+        return "not resolved (the A/A control misses the instances' bias)"
     return "yes" if high <= limit else "not resolved (interval crosses the target)"
 
 
