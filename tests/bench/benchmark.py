@@ -215,7 +215,8 @@ def main(argv=None):
                         help="comma-separated subset of jax,tensorflow,torch")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: one round, short fits, 2,000 torch steps "
-                             "(3-4 minutes on a 2-core CPU; less with --models tiny)")
+                             "(about 8.5 minutes on a 2-core CPU; less with --models tiny "
+                             "or --paired-seconds 0)")
     parser.add_argument("--rounds", type=int, help="timed rounds of interleaved fits")
     parser.add_argument("--fit-seconds", type=float, metavar="S",
                         help="length of one plain fit() of the tiny model (the mid "
