@@ -3,7 +3,7 @@
 Why a second design. On a shared 2-core CPU one ``fit()`` of the mid model
 runs several percent faster or slower than the next whatever is attached:
 the standard deviation of the log ratio of two adjacent, identical fits was
-0.04 to 0.18 (by backend and host load), and on JAX it was 0.07 for fits of
+0.04 to 0.30 (by backend and host load), and on JAX it was 0.07 for fits of
 4, 8 and 32 steps alike: the noise is per ``fit()``, not per step. The
 rounds of `_overhead.py` (a handful of long fits, a retrace at each attach)
 cannot resolve the issue's 1 % target against that. What resolves it is
@@ -18,7 +18,9 @@ Design (per backend, in one process):
   of the mid model, 128 of the tiny one), back to back, the order
   alternating from pair to pair.
 * Phase "A/A": nothing attached; ``log(t_B / t_A)`` is the noise floor and
-  B's bias against A (two instances of one model can differ in speed).
+  B's bias against A (two instances of one model can differ in speed). The
+  report counts no pass when its interval misses the crossover's bias
+  (`_report.paired_verdict`).
 * Phase 1: the recorder attached to B (``li.attach(B, nan="warn")``, every
   step recorded); ``log(t_B / t_A)`` is overhead + bias.
 * Phase 2: the recorder moved to A; ``log(t_A / t_B)`` is overhead − bias.
