@@ -18,7 +18,8 @@ length), Keras's ``TensorBoard(update_freq="batch")``, livelossplot's
 row is the median over rounds of the ratio to plain ``fit()`` in the same
 round. A second child per backend resolves the recorder's overhead below
 1 % with many paired short fits on two instances, crossed over (see
-`_paired.py`). Then, in fresh processes (see `_scale.py`): the
+`_paired.py`); a third times single training steps of the two instances
+call by call, to a few tenths of a percent (see `_steps.py`). Then, in fresh processes (see `_scale.py`): the
 memory and redraw time of a 1,000,000-record history, the resident memory of
 10,000 torch steps, and the time of ``import loss_inspect`` and
 ``%load_ext loss_inspect``.
@@ -55,11 +56,12 @@ BACKENDS = ("jax", "tensorflow", "torch")
 #: reference), long enough for its throttled frames; models without one skip it.
 #: ``paired_seconds``: length of each of the three phases of the paired
 #: short-fit measurement of each model (`_paired.py`); 0 skips it.
+#: ``steps_seconds``: the same for the interleaved single steps (`_steps.py`).
 FULL = dict(rounds=6, seconds={"tiny": 1.0, "mid": 1.5}, live_seconds={"tiny": 8.0},
-            paired_seconds=45.0, torch_steps=10_000, torch_seconds=240, repeats=5,
+            paired_seconds=45.0, steps_seconds=20.0, torch_steps=10_000, torch_seconds=240, repeats=5,
             processes=5)
 QUICK = dict(rounds=1, seconds={"tiny": 0.3, "mid": 0.45}, live_seconds={"tiny": 4.0},
-             paired_seconds=8.0, torch_steps=2_000, torch_seconds=60, repeats=3,
+             paired_seconds=8.0, steps_seconds=5.0, torch_steps=2_000, torch_seconds=60, repeats=3,
              processes=3)
 
 
@@ -79,7 +81,7 @@ def child(argv):
     """Entry point of a child process; writes its result as JSON to --json."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", required=True,
-                        choices=["fit", "paired", "history", "torch-memory"])
+                        choices=["fit", "paired", "steps", "history", "torch-memory"])
     parser.add_argument("--json", required=True)
     parser.add_argument("--settings", required=True)
     args = parser.parse_args(argv)
@@ -99,6 +101,11 @@ def child(argv):
         import _paired
 
         result = {"results": [_paired.measure(model, settings["paired_seconds"], log)
+                              for model in settings["models"]]}
+    elif args.child == "steps":
+        import _steps
+
+        result = {"results": [_steps.measure(model, settings["steps_seconds"], log)
                               for model in settings["models"]]}
     elif args.child == "history":
         result = _scale.history_memory_and_redraw(repeats=settings["repeats"])
@@ -228,6 +235,10 @@ def main(argv=None):
                         help="length of each of the three phases of the paired "
                              "short-fit measurement of each model (_paired.py); "
                              "default 45, --quick 8; 0 skips it")
+    parser.add_argument("--steps-seconds", type=float, metavar="S",
+                        help="length of each of the three phases of the interleaved "
+                             "single-step measurement of each model (_steps.py); "
+                             "default 20, --quick 5; 0 skips it")
     parser.add_argument("--models", default="tiny,mid",
                         help="comma-separated subset of tiny,mid (default: both)")
     parser.add_argument("--no-scale", dest="scale", action="store_false",
@@ -253,6 +264,8 @@ def main(argv=None):
         settings["live_seconds"] = {"tiny": args.live_seconds}
     if args.paired_seconds is not None:
         settings["paired_seconds"] = args.paired_seconds
+    if args.steps_seconds is not None:
+        settings["steps_seconds"] = args.steps_seconds
     # --default-malloc also unsets the two variables where the caller's
     # environment has them, so that glibc really runs with its default.
     malloc_env = dict.fromkeys(MALLOC_ENV) if args.default_malloc else MALLOC_ENV
@@ -269,7 +282,7 @@ def main(argv=None):
         print(f"[bench {time.perf_counter() - start:5.0f}s] {message}", file=sys.stderr,
               flush=True)
 
-    results, paired, scale = {}, {}, {}
+    results, paired, steps, scale = {}, {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="li-bench-") as tmp:
         for backend in backends:
             stage(f"fit() overhead on {backend} ...")
@@ -280,6 +293,11 @@ def main(argv=None):
                 paired[backend] = _run_child(
                     "paired", backend, settings, tmp, extra_env=malloc_env,
                     timeout=len(models) * (3 * settings["paired_seconds"] + 600))
+            if settings["steps_seconds"] > 0:
+                stage(f"interleaved single steps on {backend} ...")
+                steps[backend] = _run_child(
+                    "steps", backend, settings, tmp, extra_env=malloc_env,
+                    timeout=len(models) * (3 * settings["steps_seconds"] + 600))
         if args.scale:
             stage("history memory and redraw ...")
             scale["history"] = _run_child("history", "jax", settings, tmp, timeout=900)
@@ -293,7 +311,7 @@ def main(argv=None):
     stage("done")
     header["load_end"] = _load()
     text = _report.render(results, scale, settings, header, time.perf_counter() - start,
-                          paired)
+                          paired, steps)
     print(text)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:
