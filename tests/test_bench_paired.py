@@ -47,10 +47,19 @@ def test_paired_verdict_needs_the_whole_interval_within_the_target(
 
 
 def test_paired_verdict_refuses_a_pass_when_the_a_a_control_disagrees():
-    # TensorFlow, mid model: A/A 0.966 (0.923-0.990) while the crossover's bias was 1.005
-    verdict = _report.paired_verdict(0.988, 1.005, 1.01, True, (0.923, 0.990), 1.005)
+    # TensorFlow, mid model: A/A 0.966 (0.923-0.990) while the crossover put the
+    # instances' bias at 1.005, with an interval as wide as its ratio's
+    verdict = _report.paired_verdict(0.988, 1.005, 1.01, True, (0.923, 0.990), (0.993, 1.018))
     assert verdict == "not resolved (the A/A control misses the instances' bias)"
-    assert _report.paired_verdict(0.988, 1.005, 1.01, True, (0.98, 1.01), 1.005) == "yes"
+    # JAX, mid model, single steps: A/A 0.993-1.000 against a bias of 0.999-1.007
+    assert _report.paired_verdict(1.003, 1.007, 1.01, True, (0.993, 1.000),
+                                  (0.999, 1.007)) == "yes"
+
+
+def test_bias_is_what_the_a_a_phase_should_read():
+    overhead, bias = 1.02, 1.05
+    one, two = np.log(np.full(5, overhead * bias)), np.log(np.full(5, overhead / bias))
+    assert _paired.bias(one, two) == pytest.approx(bias)
 
 
 def test_a_short_real_run_records_every_attached_step(backend):
@@ -60,6 +69,8 @@ def test_a_short_real_run_records_every_attached_step(backend):
     assert all(n >= 1 for n in result["pairs"])
     low, high = result["interval"]
     assert low <= result["ratio"] <= high and math.isfinite(result["ratio"])
+    low, high = result["bias_interval"]
+    assert low <= result["bias"] <= high
     assert len(messages) == _paired.CYCLES
     rows = _report._paired_rows({backend: {"results": [result]}})
     assert [(row[1], row[2]) for row in rows] == [(backend, "tiny (128 steps/fit)")] * 2

@@ -66,6 +66,8 @@ def test_a_short_real_run_records_every_attached_step(backend, monkeypatch):
     assert all(n >= 2 for n in result["pairs"])
     low, high = result["interval"]
     assert low <= result["ratio"] <= high and math.isfinite(result["ratio"])
+    low, high = result["bias_interval"]
+    assert low <= result["bias"] <= high
     assert result["fit_ratio"][0] == pytest.approx(
         _steps.fit_ratio(result["ratio"], result["bare_step_ms"], result["fit_step_ms"]))
     assert len(messages) == 2

@@ -170,7 +170,7 @@ def _paired_model_rows(backend, res):
           f"{res['aa_log_sd']:.3f}", "—", "—")
     low, high = res["interval"]
     detail = (f"95 % interval {low:.3f}–{high:.3f}; {res['pairs'][1]} + "
-              f"{res['pairs'][2]} pairs; instance bias {res['bias']:.3f} (cancelled)")
+              f"{res['pairs'][2]} pairs; instance bias {_bias(res)} (cancelled)")
     complete = res["steps_recorded"] == res["steps_expected"]
     if not complete:
         detail += (f"; **{res['steps_recorded']:,} of {res['steps_expected']:,} "
@@ -178,7 +178,7 @@ def _paired_model_rows(backend, res):
     text, limit = target(res["model"], "recorder", backend)
     return [aa, (PAIRED_LABELS["ratio"], backend, name, _x(res["ratio"]), detail, text,
                  paired_verdict(res["ratio"], high, limit, complete,
-                                res["aa_interval"], res["bias"]))]
+                                res["aa_interval"], res.get("bias_interval")))]
 
 
 def _step_rows(steps):
@@ -212,7 +212,7 @@ def _step_model_rows(backend, res):
               f"`train_function` step of {res['bare_step_ms']:.3f} ms, over a plain "
               f"`fit()` step of {res['fit_step_ms']:.3f} ms ({res['fit_steps']}-step fits); "
               f"{pairs[1]} + {pairs[2]} pairs in {cycles} cycles; instance bias "
-              f"{res['bias']:.3f} (cancelled); per-`fit()` work not included")
+              f"{_bias(res)} (cancelled); per-`fit()` work not included")
     if backend == "jax":
         detail += "; each step waited for (an upper bound: fit() overlaps them)"
     complete = res["steps_recorded"] == res["steps_expected"]
@@ -221,23 +221,31 @@ def _step_model_rows(backend, res):
                    "steps recorded**")
     text, limit = target(res["model"], "recorder", backend)
     verdict = paired_verdict(ratio, fit_high, limit, complete, res["aa_interval"],
-                             res["bias"])
+                             res.get("bias_interval"))
     if backend == "jax" and complete and verdict != "yes":
         verdict = "not resolved (an upper bound on JAX)"  # only a pass proves anything
     return [aa, (STEP_LABELS["ratio"], backend, name, _x(ratio), detail, text, verdict)]
 
 
-def paired_verdict(ratio, high, limit, complete=True, aa_interval=None, bias=1.0):
+def _bias(res):
+    low, high = res.get("bias_interval") or (res["bias"], res["bias"])
+    return f"{res['bias']:.3f} ({low:.3f}–{high:.3f})"
+
+
+def paired_verdict(ratio, high, limit, complete=True, aa_interval=None,
+                   bias_interval=None):
     """The "meets target" cell: "yes" only when the whole 95 % interval is within it
     and the A/A control agrees with the design.
 
     With nothing attached, B over A should read the instances' bias that the
-    crossover estimates; an A/A interval that misses it means the host
-    drifted in a way the interval does not account for (seen on TensorFlow).
+    crossover estimates; when the A/A interval and the bias's interval do not
+    even overlap, the host drifted in a way the interval does not account for
+    (seen on TensorFlow).
     """
     if not complete or ratio > limit:
         return "no"
-    if aa_interval is not None and not aa_interval[0] <= bias <= aa_interval[1]:
+    if (aa_interval is not None and bias_interval is not None
+            and (aa_interval[1] < bias_interval[0] or bias_interval[1] < aa_interval[0])):
         return "not resolved (the A/A control misses the instances' bias)"
     return "yes" if high <= limit else "not resolved (interval crosses the target)"
 
@@ -404,8 +412,9 @@ def render(results, scale, settings, header, elapsed, paired=None, steps=None):
         f"- versions: {header['versions']}",
         f"- loss_inspect commit: {header['commit']}",
         f"- malloc: {header['malloc']}",
-        f"- run: `{header['command']}`, {settings['rounds']} timed round(s) after a "
-        f"warm-up round, {elapsed / 60:.1f} min",
+        f"- run: `{header['command']}`, " + (
+            f"{settings['rounds']} timed round(s) after a warm-up round"
+            if settings["rounds"] else "no rounds") + f", {elapsed / 60:.1f} min",
         "",
         "| measurement | backend | model | result | detail | target | meets target |",
         "|---|---|---|---|---|---|---|",

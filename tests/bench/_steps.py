@@ -45,7 +45,8 @@ import time
 
 import numpy as np
 
-import _overhead  # sibling module (tests/bench is on the path, as for _report)
+import _overhead  # sibling modules (tests/bench is on the path, as for _report)
+from _paired import bias, crossover
 
 #: The three phases run this many times in turn; the interval resamples cycles.
 CYCLES = 6
@@ -169,6 +170,7 @@ def measure(model_name, seconds_per_phase, log):
     ratio = crossover(pooled["one"], pooled["two"])
     low, high = two_level_interval([(c["one"], c["two"]) for c in cycles], crossover)
     aa_interval = two_level_interval([(c["aa"],) for c in cycles], median_ratio)
+    bias_interval = two_level_interval([(c["one"], c["two"]) for c in cycles], bias)
     bare_ms = 1e3 * statistics.median(plain_step_s)
     fit_ms = 1e3 * statistics.median(fit_step_s)
     return {
@@ -180,7 +182,8 @@ def measure(model_name, seconds_per_phase, log):
         "fit_steps": FIT_STEPS[model_name],
         "aa_ratio": median_ratio(pooled["aa"]),
         "aa_interval": list(aa_interval),
-        "bias": float(np.exp((np.median(pooled["one"]) - np.median(pooled["two"])) / 2)),
+        "bias": bias(pooled["one"], pooled["two"]),
+        "bias_interval": list(bias_interval),
         "ratio": ratio,
         "interval": [low, high],
         "delta_us": [1e3 * bare_ms * (r - 1) for r in (ratio, low, high)],
@@ -188,11 +191,6 @@ def measure(model_name, seconds_per_phase, log):
         "steps_recorded": steps_recorded,
         "steps_expected": steps_expected,
     }
-
-
-def crossover(one, two) -> float:
-    """The recorder's ratio with the instances' bias cancelled (as `_paired.crossover`)."""
-    return float(np.exp((np.median(one) + np.median(two)) / 2))
 
 
 def two_level_interval(cycles, statistic, resamples=RESAMPLES, seed=0):

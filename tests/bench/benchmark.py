@@ -224,7 +224,9 @@ def main(argv=None):
                         help="smoke run: one round, short fits, 2,000 torch steps "
                              "(about 8.5 minutes on a 2-core CPU; less with --models tiny "
                              "or --paired-seconds 0)")
-    parser.add_argument("--rounds", type=int, help="timed rounds of interleaved fits")
+    parser.add_argument("--rounds", type=int,
+                        help="timed rounds of interleaved fits (default 6, --quick 1; "
+                             "0 skips them)")
     parser.add_argument("--fit-seconds", type=float, metavar="S",
                         help="length of one plain fit() of the tiny model (the mid "
                              "model's is 1.5 S); default 1, --quick 0.3")
@@ -256,7 +258,7 @@ def main(argv=None):
     if not models or set(models) - {"tiny", "mid"}:
         parser.error(f"--models takes tiny and/or mid; got {args.models!r}")
     settings = dict(QUICK if args.quick else FULL, models=models)
-    if args.rounds:
+    if args.rounds is not None:
         settings["rounds"] = args.rounds
     if args.fit_seconds:
         settings["seconds"] = {"tiny": args.fit_seconds, "mid": 1.5 * args.fit_seconds}
@@ -285,9 +287,10 @@ def main(argv=None):
     results, paired, steps, scale = {}, {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="li-bench-") as tmp:
         for backend in backends:
-            stage(f"fit() overhead on {backend} ...")
-            results[backend] = _run_child("fit", backend, settings, tmp, timeout=1800,
-                                          extra_env=malloc_env)
+            if settings["rounds"] > 0:
+                stage(f"fit() overhead on {backend} ...")
+                results[backend] = _run_child("fit", backend, settings, tmp, timeout=1800,
+                                              extra_env=malloc_env)
             if settings["paired_seconds"] > 0:
                 stage(f"paired short fits on {backend} ...")
                 paired[backend] = _run_child(
