@@ -75,3 +75,9 @@ def test_a_short_real_run_records_every_attached_step(backend, monkeypatch):
     assert [(row[1], row[2]) for row in rows] == [(backend, "tiny (single steps)")] * 2
     assert rows[1][3] == f"{result['fit_ratio'][0]:.3f}×"
     assert rows[1][6] in ("yes", "no") or rows[1][6].startswith("not resolved")
+
+
+def test_a_failed_child_gives_one_failed_row_and_no_pass():
+    rows = _report._step_rows({"torch": {"error": "child exited with status 1"}})
+    assert rows == [(_report.STEP_LABELS["ratio"], "torch", "—", "failed",
+                     "child exited with status 1", "—", "no")]

@@ -148,16 +148,21 @@ def _faults(entry):
 
 def _paired_rows(paired):
     """Rows of the paired short-fit measurement (`_paired.py`), per model and backend."""
+    return _crossover_rows(paired, PAIRED_LABELS["ratio"], _paired_model_rows)
+
+
+def _crossover_rows(children, failed_label, model_rows):
+    """Rows of a crossover child (paired fits, single steps): tiny first, then mid,
+    each over the backends; a failed child gives one "failed" row."""
     rows = []
-    for backend, res in paired.items():
+    for backend, res in children.items():
         if "error" in res:
-            rows.append((PAIRED_LABELS["ratio"], backend, "—", "failed", res["error"],
-                         "—", "no"))
+            rows.append((failed_label, backend, "—", "failed", res["error"], "—", "no"))
     for model in ("tiny", "mid"):
-        for backend, res in paired.items():
+        for backend, res in children.items():
             run = next((r for r in res.get("results", []) if r["model"] == model), None)
             if run is not None:
-                rows += _paired_model_rows(backend, run)
+                rows += model_rows(backend, run)
     return rows
 
 
@@ -183,17 +188,7 @@ def _paired_model_rows(backend, res):
 
 def _step_rows(steps):
     """Rows of the interleaved single-step measurement (`_steps.py`)."""
-    rows = []
-    for backend, res in steps.items():
-        if "error" in res:
-            rows.append((STEP_LABELS["ratio"], backend, "—", "failed", res["error"],
-                         "—", "no"))
-    for model in ("tiny", "mid"):
-        for backend, res in steps.items():
-            run = next((r for r in res.get("results", []) if r["model"] == model), None)
-            if run is not None:
-                rows += _step_model_rows(backend, run)
-    return rows
+    return _crossover_rows(steps, STEP_LABELS["ratio"], _step_model_rows)
 
 
 def _step_model_rows(backend, res):
