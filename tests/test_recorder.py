@@ -233,6 +233,26 @@ def test_steps_per_execution_records_every_step(backend):
     np.testing.assert_array_equal(train.steps, np.arange(1, 13))
 
 
+def test_buffer_is_read_only_after_a_step_ran(monkeypatch):
+    """Reading the history again, or fit() asking at its start and end, costs
+    no host read of the device buffer unless a step function ran since."""
+    from loss_inspect import _capture
+
+    x, y = models.data(64)
+    model = models.mlp()
+    rec = li.attach(model)
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    assert rec.history.records == 8
+    reads = []
+    real_to_numpy = _capture.to_numpy
+    monkeypatch.setattr(_capture, "to_numpy", lambda v: reads.append(v) or real_to_numpy(v))
+    rec.history, rec.history
+    assert reads == []
+    model.train_on_batch(x[:16], y[:16])  # one more step: the next read must see it
+    assert rec.history.records == 9
+    rec.detach()
+
+
 def test_ragged_last_batch_weighted_like_keras(tmp_path):
     x, y = models.data(56)  # batches of 16, 16, 16, 8
     result = fit_with_and_without(models.mlp, x, y, validation_data=(x[:40], y[:40]))
