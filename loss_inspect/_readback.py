@@ -161,7 +161,7 @@ class RowReadback:
 
     def _read_state(self) -> None:
         state = self._state
-        if state is None or self._executions == self._executions_read:
+        if state is None or self._unread == 0:
             # Only a step function writes rows, and none ran since the last
             # read: skip the host sync (on TensorFlow a read costs a few
             # tenths of a millisecond, and fit() asked four times per call).
@@ -188,7 +188,6 @@ class RowReadback:
             )
             return
         cursor = int(_capture.to_numpy(cursor_source))
-        self._executions_read = self._executions
         rows = None if cursor == self._cursor_seen else _capture.to_numpy(rows_source)
         self._unread = 0
         new = cursor - self._cursor_seen

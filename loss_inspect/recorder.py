@@ -182,7 +182,6 @@ class Recorder(RowReadback):
         self._stop_error: NonFiniteLossError | None = None
         self._notified_executions = 0
         self._executions = 0  # step-function calls and recorded eager calls
-        self._executions_read = -1  # `_executions` at the last read of the buffer
         self._unread = 0  # rows the device may hold that the host has not read
         self._pending = None  # (output, jax_index, state) of the last call
         self._model_ref = weakref.ref(model, self._model_collected)
