@@ -116,24 +116,22 @@ def measure(model_name, seconds_per_phase, log):
 
     rng = np.random.default_rng(0)
     overhead = crossover(one, two)
-    boot = [crossover(rng.choice(one, len(one)), rng.choice(two, len(two)))
-            for _ in range(RESAMPLES)]
-    aa_boot = [float(np.exp(np.median(rng.choice(aa, len(aa))))) for _ in range(RESAMPLES)]
-    bias_boot = [bias(rng.choice(one, len(one)), rng.choice(two, len(two)))
-                 for _ in range(RESAMPLES)]
+    interval = bootstrap_interval(rng, crossover, one, two)
+    aa_interval = bootstrap_interval(rng, median_ratio, aa)
+    bias_interval = bootstrap_interval(rng, bias, one, two)
     plain_fit_s = statistics.median(aa_fit + one_fit + two_fit)
     result = {
         "model": model_name,
         "steps_per_fit": steps_per_fit,
         "pairs": [len(aa), len(one), len(two)],
         "plain_step_ms": 1e3 * plain_fit_s / steps_per_fit,
-        "aa_ratio": float(np.exp(np.median(aa))),
-        "aa_interval": [float(v) for v in np.percentile(aa_boot, [2.5, 97.5])],
+        "aa_ratio": median_ratio(aa),
+        "aa_interval": aa_interval,
         "aa_log_sd": float(np.std(aa)),
         "bias": bias(one, two),
-        "bias_interval": [float(v) for v in np.percentile(bias_boot, [2.5, 97.5])],
+        "bias_interval": bias_interval,
         "ratio": overhead,
-        "interval": [float(v) for v in np.percentile(boot, [2.5, 97.5])],
+        "interval": interval,
         "steps_recorded": steps_recorded,
         "steps_expected": steps_expected,
     }
@@ -148,3 +146,15 @@ def crossover(one, two) -> float:
 def bias(one, two) -> float:
     """B's speed over A's that the crossover cancels (what the A/A phase should read)."""
     return float(np.exp((np.median(one) - np.median(two)) / 2))
+
+
+def median_ratio(logs) -> float:
+    """The median pair's ratio, from its log ratios."""
+    return float(np.exp(np.median(logs)))
+
+
+def bootstrap_interval(rng, statistic, *phases) -> list[float]:
+    """95 % interval of ``statistic(*phases)``, resampling each phase's pairs."""
+    estimates = [statistic(*(rng.choice(phase, len(phase)) for phase in phases))
+                 for _ in range(RESAMPLES)]
+    return [float(v) for v in np.percentile(estimates, [2.5, 97.5])]

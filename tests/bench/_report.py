@@ -177,9 +177,7 @@ def _paired_model_rows(backend, res):
     detail = (f"95 % interval {low:.3f}–{high:.3f}; {res['pairs'][1]} + "
               f"{res['pairs'][2]} pairs; instance bias {_bias(res)} (cancelled)")
     complete = res["steps_recorded"] == res["steps_expected"]
-    if not complete:
-        detail += (f"; **{res['steps_recorded']:,} of {res['steps_expected']:,} "
-                   "steps recorded**")
+    detail += _unrecorded(res)
     text, limit = target(res["model"], "recorder", backend)
     return [aa, (PAIRED_LABELS["ratio"], backend, name, _x(res["ratio"]), detail, text,
                  paired_verdict(res["ratio"], high, limit, complete,
@@ -211,15 +209,20 @@ def _step_model_rows(backend, res):
     if backend == "jax":
         detail += "; each step waited for (an upper bound: fit() overlaps them)"
     complete = res["steps_recorded"] == res["steps_expected"]
-    if not complete:
-        detail += (f"; **{res['steps_recorded']:,} of {res['steps_expected']:,} "
-                   "steps recorded**")
+    detail += _unrecorded(res)
     text, limit = target(res["model"], "recorder", backend)
     verdict = paired_verdict(ratio, fit_high, limit, complete, res["aa_interval"],
                              res.get("bias_interval"))
     if backend == "jax" and complete and verdict != "yes":
         verdict = "not resolved (an upper bound on JAX)"  # only a pass proves anything
     return [aa, (STEP_LABELS["ratio"], backend, name, _x(ratio), detail, text, verdict)]
+
+
+def _unrecorded(res):
+    """The detail's warning when attached steps went unrecorded (never a pass)."""
+    if res["steps_recorded"] == res["steps_expected"]:
+        return ""
+    return f"; **{res['steps_recorded']:,} of {res['steps_expected']:,} steps recorded**"
 
 
 def _bias(res):

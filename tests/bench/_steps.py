@@ -46,7 +46,7 @@ import time
 import numpy as np
 
 import _overhead  # sibling modules (tests/bench is on the path, as for _report)
-from _paired import bias, crossover
+from _paired import PHASE_TEXT, RESAMPLES, bias, crossover, median_ratio
 
 #: The three phases run this many times in turn; the interval resamples cycles.
 CYCLES = 6
@@ -55,8 +55,6 @@ WARMUP_STEPS = 5
 #: Steps per plain fit() whose time per step is the denominator of the fit ratio:
 #: the tiny model's 128-step epoch, the mid model's 32-step one.
 FIT_STEPS = {"tiny": 128, "mid": 32}
-PHASE_TEXT = {"aa": "A/A B/A", "one": "recorder on B: B/A", "two": "recorder on A: A/B"}
-RESAMPLES = 2000
 
 
 class StepDriver:
@@ -207,10 +205,6 @@ def two_level_interval(cycles, statistic, resamples=RESAMPLES, seed=0):
         estimates.append(statistic(*pooled))
     low, high = np.percentile(estimates, [2.5, 97.5])
     return float(low), float(high)
-
-
-def median_ratio(logs) -> float:
-    return float(np.exp(np.median(logs)))
 
 
 def fit_ratio(step_ratio, bare_step_ms, fit_step_ms) -> float:

@@ -19,10 +19,10 @@ row is the median over rounds of the ratio to plain ``fit()`` in the same
 round. A second child per backend resolves the recorder's overhead below
 1 % with many paired short fits on two instances, crossed over (see
 `_paired.py`); a third times single training steps of the two instances
-call by call, to a few tenths of a percent (see `_steps.py`). Then, in fresh processes (see `_scale.py`): the
-memory and redraw time of a 1,000,000-record history, the resident memory of
-10,000 torch steps, and the time of ``import loss_inspect`` and
-``%load_ext loss_inspect``.
+call by call, to a few tenths of a percent (see `_steps.py`). Then, in
+fresh processes (see `_scale.py`): the memory and redraw time of a
+1,000,000-record history, the resident memory of 10,000 torch steps, and
+the time of ``import loss_inspect`` and ``%load_ext loss_inspect``.
 `_report.py` turns the results into the table.
 
 This measures; it asserts nothing. Timing assertions do not belong in the
@@ -58,11 +58,11 @@ BACKENDS = ("jax", "tensorflow", "torch")
 #: short-fit measurement of each model (`_paired.py`); 0 skips it.
 #: ``steps_seconds``: the same for the interleaved single steps (`_steps.py`).
 FULL = dict(rounds=6, seconds={"tiny": 1.0, "mid": 1.5}, live_seconds={"tiny": 8.0},
-            paired_seconds=45.0, steps_seconds=20.0, torch_steps=10_000, torch_seconds=240, repeats=5,
-            processes=5)
+            paired_seconds=45.0, steps_seconds=20.0, torch_steps=10_000, torch_seconds=240,
+            repeats=5, processes=5)
 QUICK = dict(rounds=1, seconds={"tiny": 0.3, "mid": 0.45}, live_seconds={"tiny": 4.0},
-             paired_seconds=8.0, steps_seconds=5.0, torch_steps=2_000, torch_seconds=60, repeats=3,
-             processes=3)
+             paired_seconds=8.0, steps_seconds=5.0, torch_steps=2_000, torch_seconds=60,
+             repeats=3, processes=3)
 
 
 #: glibc malloc settings of the fit() children (unless --default-malloc).
