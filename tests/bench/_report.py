@@ -34,6 +34,8 @@ PAIRED_LABELS = {
     "aa": "A/A control, paired short fits: instance B over A, nothing attached",
     "ratio": "recorder, paired short fits (crossover of two instances), every step",
 }
+KERNEL_LABEL = ("`%%losses` cell in a real IPython kernel (recorder + live widget): "
+                "its `fit()` over a plain cell's")
 STEP_LABELS = {
     "aa": "A/A control, interleaved single steps: instance B over A, nothing attached",
     "ratio": "recorder, interleaved single steps (crossover of two instances): its "
@@ -218,6 +220,32 @@ def _step_model_rows(backend, res):
     return [aa, (STEP_LABELS["ratio"], backend, name, _x(ratio), detail, text, verdict)]
 
 
+def _kernel_rows(kernel):
+    """Rows of the ``%%losses``-in-a-kernel measurement (`_kernel.py`)."""
+    rows = []
+    for backend, res in kernel.items():
+        if "error" in res:
+            rows.append((KERNEL_LABEL, backend, "—", "failed", res["error"], "≤ 1.05×",
+                         "no"))
+            continue
+        low, high = res["interval"]
+        updates = res["image_updates"]
+        detail = (f"95 % interval {low:.3f}–{high:.3f}; {res['pairs']} pairs after a "
+                  f"warm-up pair, order alternating; plain fit {res['plain_fit_s']:.2f} s; "
+                  f"sd of log ratio {res['log_sd']:.3f}; {updates:g} image "
+                  f"update{'s' if updates != 1 else ''} per cell (the final one "
+                  f"included; {res['image_kb']:.0f} kB each, sent as widget comm "
+                  f"messages; no frontend); the cell around its `fit()`: "
+                  f"{1e3 * res['cell_extra_s']:+.0f} ms (attach, final frame, table, "
+                  f"figure)") + _unrecorded(res)
+        text, limit = target(res["model"], "live", backend)
+        rows.append((KERNEL_LABEL, backend, f"{res['model']} ({res['steps_per_fit']:,} "
+                     f"steps/fit)", _x(res["ratio"]), detail, text,
+                     paired_verdict(res["ratio"], high, limit,
+                                    res["steps_recorded"] == res["steps_expected"])))
+    return rows
+
+
 def _unrecorded(res):
     """The detail's warning when attached steps went unrecorded (never a pass)."""
     if res["steps_recorded"] == res["steps_expected"]:
@@ -376,6 +404,17 @@ NOTES = """\
   per-`fit()` work, which the paired fits include. On JAX each step is
   waited for, so host and device time add up where `fit()` overlaps them:
   the cost there is an upper bound.
+- `%%losses` in a kernel (`_kernel.py`): the issue's widget target as a
+  notebook user meets it. A real ipykernel (started with jupyter_client, no
+  frontend connected, as under nbconvert) holds one tiny model; a plain
+  cell (`model.fit(...)`) and the same body under `%%losses model`
+  alternate, the order swapped each pair, the first pair a warm-up. Each
+  body runs an 8-batch settling fit (the attach and detach retrace), then
+  the timed `fit()` (`--live-seconds` long, timed in the kernel). Its
+  throttled frames go out as widget comm messages. The ratio is the median
+  pair's, with a 95 % bootstrap interval; the attached cells must record
+  every step. The cell's cost beyond its `fit()` (request to idle, minus
+  the fit, against the plain cell's) is given apart.
 - "fastest fits": a configuration's fastest fit over plain `fit()`'s fastest,
   across all rounds. Noise on a shared host only adds time, so this is the
   least disturbed pair; it is given beside the median, which decides the
@@ -401,7 +440,8 @@ def _tensorboard_note(results):
             "installed); the issue's reference had no figure for it.\n")
 
 
-def render(results, scale, settings, header, elapsed, paired=None, steps=None):
+def render(results, scale, settings, header, elapsed, paired=None, steps=None,
+           kernel=None):
     lines = [
         "## loss_inspect benchmark",
         "",
@@ -418,7 +458,7 @@ def render(results, scale, settings, header, elapsed, paired=None, steps=None):
         "|---|---|---|---|---|---|---|",
     ]
     rows = (_overhead_rows(results) + _paired_rows(paired or {}) + _step_rows(steps or {})
-            + _scale_rows(scale))
+            + _kernel_rows(kernel or {}) + _scale_rows(scale))
     for row in rows:
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |")
     labels = {}

@@ -19,7 +19,9 @@ row is the median over rounds of the ratio to plain ``fit()`` in the same
 round. A second child per backend resolves the recorder's overhead below
 1 % with many paired short fits on two instances, crossed over (see
 `_paired.py`); a third times single training steps of the two instances
-call by call, to a few tenths of a percent (see `_steps.py`). Then, in
+call by call, to a few tenths of a percent (see `_steps.py`); a fourth
+starts a real IPython kernel and alternates plain cells with ``%%losses``
+cells, live widget and all (see `_kernel.py`). Then, in
 fresh processes (see `_scale.py`): the memory and redraw time of a
 1,000,000-record history, the resident memory of 10,000 torch steps, and
 the time of ``import loss_inspect`` and ``%load_ext loss_inspect``.
@@ -57,12 +59,14 @@ BACKENDS = ("jax", "tensorflow", "torch")
 #: ``paired_seconds``: length of each of the three phases of the paired
 #: short-fit measurement of each model (`_paired.py`); 0 skips it.
 #: ``steps_seconds``: the same for the interleaved single steps (`_steps.py`).
+#: ``kernel_seconds``: time for the pairs of plain and ``%%losses`` cells in a
+#: real kernel (`_kernel.py`; fits of ``live_seconds``); 0 skips it.
 FULL = dict(rounds=6, seconds={"tiny": 1.0, "mid": 1.5}, live_seconds={"tiny": 8.0},
-            paired_seconds=45.0, steps_seconds=20.0, torch_steps=10_000, torch_seconds=240,
-            repeats=5, processes=5)
+            paired_seconds=45.0, steps_seconds=20.0, kernel_seconds=240.0,
+            torch_steps=10_000, torch_seconds=240, repeats=5, processes=5)
 QUICK = dict(rounds=1, seconds={"tiny": 0.3, "mid": 0.45}, live_seconds={"tiny": 4.0},
-             paired_seconds=8.0, steps_seconds=5.0, torch_steps=2_000, torch_seconds=60,
-             repeats=3, processes=3)
+             paired_seconds=8.0, steps_seconds=5.0, kernel_seconds=30.0,
+             torch_steps=2_000, torch_seconds=60, repeats=3, processes=3)
 
 
 #: glibc malloc settings of the fit() children (unless --default-malloc).
@@ -81,7 +85,8 @@ def child(argv):
     """Entry point of a child process; writes its result as JSON to --json."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", required=True,
-                        choices=["fit", "paired", "steps", "history", "torch-memory"])
+                        choices=["fit", "paired", "steps", "kernel", "history",
+                                 "torch-memory"])
     parser.add_argument("--json", required=True)
     parser.add_argument("--settings", required=True)
     args = parser.parse_args(argv)
@@ -107,6 +112,11 @@ def child(argv):
 
         result = {"results": [_steps.measure(model, settings["steps_seconds"], log)
                               for model in settings["models"]]}
+    elif args.child == "kernel":
+        import _kernel
+
+        result = _kernel.measure("tiny", settings["live_seconds"]["tiny"],
+                                 settings["kernel_seconds"], log)
     elif args.child == "history":
         result = _scale.history_memory_and_redraw(repeats=settings["repeats"])
     else:
@@ -241,6 +251,10 @@ def main(argv=None):
                         help="length of each of the three phases of the interleaved "
                              "single-step measurement of each model (_steps.py); "
                              "default 20, --quick 5; 0 skips it")
+    parser.add_argument("--kernel-seconds", type=float, metavar="S",
+                        help="time for the pairs of plain and %%%%losses cells in a real "
+                             "kernel (_kernel.py), per backend; default 240, --quick 30; "
+                             "0 skips it")
     parser.add_argument("--models", default="tiny,mid",
                         help="comma-separated subset of tiny,mid (default: both)")
     parser.add_argument("--no-scale", dest="scale", action="store_false",
@@ -268,6 +282,8 @@ def main(argv=None):
         settings["paired_seconds"] = args.paired_seconds
     if args.steps_seconds is not None:
         settings["steps_seconds"] = args.steps_seconds
+    if args.kernel_seconds is not None:
+        settings["kernel_seconds"] = args.kernel_seconds
     # --default-malloc also unsets the two variables where the caller's
     # environment has them, so that glibc really runs with its default.
     malloc_env = dict.fromkeys(MALLOC_ENV) if args.default_malloc else MALLOC_ENV
@@ -284,7 +300,7 @@ def main(argv=None):
         print(f"[bench {time.perf_counter() - start:5.0f}s] {message}", file=sys.stderr,
               flush=True)
 
-    results, paired, steps, scale = {}, {}, {}, {}
+    results, paired, steps, kernel, scale = {}, {}, {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="li-bench-") as tmp:
         for backend in backends:
             if settings["rounds"] > 0:
@@ -301,6 +317,11 @@ def main(argv=None):
                 steps[backend] = _run_child(
                     "steps", backend, settings, tmp, extra_env=malloc_env,
                     timeout=len(models) * (3 * settings["steps_seconds"] + 600))
+            if settings["kernel_seconds"] > 0 and "tiny" in models:
+                stage(f"%%losses cells in a kernel on {backend} ...")
+                kernel[backend] = _run_child(
+                    "kernel", backend, settings, tmp, extra_env=malloc_env,
+                    timeout=2 * settings["kernel_seconds"] + 900)
         if args.scale:
             stage("history memory and redraw ...")
             scale["history"] = _run_child("history", "jax", settings, tmp, timeout=900)
@@ -314,7 +335,7 @@ def main(argv=None):
     stage("done")
     header["load_end"] = _load()
     text = _report.render(results, scale, settings, header, time.perf_counter() - start,
-                          paired, steps)
+                          paired, steps, kernel)
     print(text)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as handle:
