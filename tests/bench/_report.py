@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import statistics
 
-from _overhead import REFERENCE as REFERENCE_KIND  # sibling module: ratio -> reference config
+from _overhead import MODEL_LABELS  # sibling module
+from _overhead import REFERENCE as REFERENCE_KIND  # ratio -> reference config
 
 LABELS = {
     "plain": "plain `fit()`",
@@ -461,10 +462,7 @@ def render(results, scale, settings, header, elapsed, paired=None, steps=None,
             + _kernel_rows(kernel or {}) + _scale_rows(scale))
     for row in rows:
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |")
-    labels = {}
-    for res in results.values():
-        for run in res.get("results", []):
-            labels[run["model"]] = run["label"]
+    labels = {model: MODEL_LABELS[model] for model in settings["models"]}
     lines += ["", "Models: " + "; ".join(f"**{k}**: {v}" for k, v in labels.items()) +
               " (Dense layers with L2 kernel regularizers, an L1 activity regularizer "
               "on the first, Adam, MSE).", "", NOTES + _tensorboard_note(results)]
