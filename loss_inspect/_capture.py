@@ -86,11 +86,8 @@ class StateBuffer(keras.metrics.Metric):
     def write(self, row) -> None:
         """Store ``row`` (length <= width) at the cursor and advance it.
 
-        Each backend's cheapest in-place write (`internals.write_row_in_place`):
-        a scatter on TensorFlow (without XLA, ``slice_update`` is an XLA op
-        compiled on demand, several times dearer per step), a slice update
-        on JAX (XLA's CPU scatter costs more than the rest of a tiny step).
-        Keras's generic scatter is the fallback.
+        A scatter, not ``slice_update``: on TensorFlow without XLA the latter
+        is an XLA op compiled on demand, several times dearer per step.
         """
         if row.shape[0] < self.width:
             row = ops.pad(row, [[0, self.width - row.shape[0]]])

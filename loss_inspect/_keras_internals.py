@@ -115,28 +115,13 @@ def jit_reuses_traces_of_equal_methods() -> bool:
 
 
 def write_row_in_place(values, cursor, index, row) -> bool:
-    """``values[index] = row; cursor += 1`` without Keras's generic scatter.
-
-    TensorFlow: in place on the ``tf.Variable``s (one op each, not read +
-    scatter + assign). JAX: ``lax.dynamic_update_slice``, which XLA updates
-    in place in the donated buffer; XLA's CPU lowering of a scatter builds
-    index arrays at every step instead (fusions a synced step waits for).
-    False elsewhere (the caller scatters).
-    """
-    name = backend()
-    if name == "tensorflow":
-        values.value.scatter_nd_update(index, row)
-        cursor.value.assign_add(1)
-        return True
-    if name == "jax":
-        from jax import lax
-
-        current = values.value
-        start = (index[0, 0].astype(cursor.value.dtype), 0)
-        values.assign(lax.dynamic_update_slice(current, row.astype(current.dtype), start))
-        cursor.assign(cursor.value + 1)
-        return True
-    return False
+    """TensorFlow: ``values[index] = row; cursor += 1`` in place on the
+    ``tf.Variable``s (one op each, not read + scatter + assign). False elsewhere."""
+    if backend() != "tensorflow":
+        return False
+    values.value.scatter_nd_update(index, row)
+    cursor.value.assign_add(1)
+    return True
 
 
 def tf_replicas(model) -> int:

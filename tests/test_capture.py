@@ -91,34 +91,3 @@ def test_batch_size_and_symbolic_detection():
     assert _capture.batch_size_of({"a": ops.ones((7, 1)), "b": ops.ones((7, 3))}) == 7
     assert _capture.is_symbolic_call(keras.KerasTensor((None, 2)))
     assert not _capture.is_symbolic_call(ops.ones((2, 2)))
-
-
-def test_traced_backends_write_a_row_without_keras_generic_scatter(backend):
-    """One row per step is written in place: on JAX a dynamic-update-slice of
-    the donated buffer (XLA's CPU scatter built index arrays at every step,
-    +26 µs per synced tiny step), on TensorFlow the variables' own ops."""
-    buffer = _capture.StateBuffer(rows=3, capacity=2, dtype="float32")
-    row = ops.convert_to_tensor([0.0, 8.0, 1.5, 1.0, 0.5], dtype="float32")
-    index = ops.reshape(ops.mod(buffer.cursor.value, buffer.rows), (1, 1))
-    wrote = _keras_internals.write_row_in_place(buffer.values, buffer.cursor, index,
-                                                ops.expand_dims(row, 0))
-    assert wrote == (backend in ("tensorflow", "jax"))
-    if wrote:
-        np.testing.assert_array_equal(_capture.to_numpy(buffer.values)[0], row)
-        assert int(_capture.to_numpy(buffer.cursor)) == 1
-    if backend == "jax":
-        import jax
-
-        def step(values, cursor, row):
-            mapping = [(buffer.values, values), (buffer.cursor, cursor)]
-            with keras.StatelessScope(state_mapping=mapping) as scope:
-                buffer.write(row)
-            return (scope.get_current_value(buffer.values),
-                    scope.get_current_value(buffer.cursor))
-
-        compiled = jax.jit(step).lower(buffer.values.value, buffer.cursor.value, row)
-        text = compiled.as_text()
-        assert "dynamic_update_slice" in text and "scatter" not in text
-        values, cursor = jax.jit(step)(buffer.values.value, buffer.cursor.value, row)
-        np.testing.assert_array_equal(np.asarray(values)[1], row)
-        assert int(cursor) == 2
