@@ -18,6 +18,30 @@ def backend():
     return keras.backend.backend()
 
 
+@pytest.fixture
+def one_thread_per_worker(monkeypatch):
+    """torch on one thread, here and in the kernels a test starts.
+
+    The benchmark's short real runs check behaviour, not speed. Under
+    ``-n 2`` on two cores, torch's two OpenMP threads in both workers slowed
+    each other many times over (the paired run took 325 s instead of 30).
+    """
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # read by processes started now
+    import keras
+
+    if keras.backend.backend() != "torch":
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _no_recorder_left_attached():
     """Every test must detach what it attached (a leaked hook is a bug)."""

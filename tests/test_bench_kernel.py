@@ -17,6 +17,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "bench"))
 import _kernel  # noqa: E402 - the benchmark's modules live in tests/bench
 import _report  # noqa: E402
 
+# Smoke runs of the benchmark: see the fixture.
+pytestmark = pytest.mark.usefixtures("one_thread_per_worker")
+
 
 def test_a_short_real_run_records_every_watched_step_and_sends_frames(backend):
     messages = []

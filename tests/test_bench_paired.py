@@ -17,6 +17,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "bench"))
 import _paired  # noqa: E402 - the benchmark's modules live in tests/bench
 import _report  # noqa: E402
 
+# Smoke runs of the benchmark: see the fixture.
+pytestmark = pytest.mark.usefixtures("one_thread_per_worker")
+
 
 def test_crossover_cancels_the_bias_of_the_two_instances():
     overhead, bias = 1.02, 1.05  # B runs 5 % slower than A whatever is attached

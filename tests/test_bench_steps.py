@@ -19,6 +19,9 @@ import _overhead  # noqa: E402 - the benchmark's modules live in tests/bench
 import _report  # noqa: E402
 import _steps  # noqa: E402
 
+# Smoke runs of the benchmark: see the fixture.
+pytestmark = pytest.mark.usefixtures("one_thread_per_worker")
+
 
 def test_driven_steps_train_the_model_as_fit_does():
     x, y, batch = _overhead.data("tiny")
