@@ -2,7 +2,8 @@
 
 1. At every record the terms sum to the total.
 2. The totals are Keras's own (epoch means == history.history["loss"/"val_loss"]).
-3. Attaching changes nothing (bit-identical weights, same history.history).
+3. Attaching changes nothing (bit-identical weights, same history.history: bit for
+   bit, or to a few float32 ulp where XLA compiles the step).
 4. Detaching leaves the model as it was.
 5. Attach twice / two models / attach after a first fit.
 """
@@ -96,10 +97,45 @@ def assert_unchanged_in_fresh_processes(tmp_path, builder, compile_kwargs, n=64,
             np.testing.assert_array_equal(recorded[key], plain[key])
 
 
+#: How far a value of ``history.history`` may move, in float32 units in the
+#: last place, when XLA compiles the step (see `assert_same_keras_history`).
+XLA_HISTORY_MAXULP = 4
+
+
+def xla_fused(model) -> bool:
+    """Does XLA compile ``model``'s train step as one fused program?"""
+    return (BACKEND in ("jax", "tensorflow") and model.jit_compile is True
+            and not model.run_eagerly)
+
+
+def assert_same_keras_history(recorded, plain, *, fused):
+    """``history.history`` with the recorder is the one without it.
+
+    Bit for bit, except where XLA compiles the step (``fused``). There the
+    recorder reads each term inside the step, which gives the term a second
+    consumer, and XLA may then fuse the *forward* loss value, which only feeds
+    Keras's loss trackers, differently: a reduction vectorised in another
+    kernel, a multiply-add contracted or not. Seen on an Intel Xeon host (not
+    on the AMD EPYC hosts before it): a two-output JAX model's epoch ``loss``
+    and ``val_loss`` 1 ulp apart, everything else equal, weights bit-identical.
+    The gradients never read the forward value, so the weights are still
+    compared bit for bit (`assert_invariants`).
+    """
+    if not fused:
+        assert recorded == plain
+        return
+    assert sorted(recorded) == sorted(plain)
+    for key, values in plain.items():
+        assert len(recorded[key]) == len(values), key
+        np.testing.assert_array_max_ulp(
+            np.float32(recorded[key]), np.float32(values), maxulp=XLA_HISTORY_MAXULP)
+
+
 def assert_invariants(result):
     assert_terms_sum_to_total(result["history"])
     assert_keras_totals(result["history"], result["recorded"])
-    assert result["recorded"] == result["plain"]
+    assert_same_keras_history(result["recorded"], result["plain"],
+                              fused=xla_fused(result["model"]))
     for a, b in zip(result["plain_weights"], result["weights"]):
         np.testing.assert_array_equal(a, b)
 
@@ -115,6 +151,21 @@ SINGLE_OUTPUT = {
     "compute_loss_override": models.compute_loss_override,
     "override_without_training_arg": lambda: models.compute_loss_override(False),
 }
+
+
+def test_history_comparison_under_xla_allows_rounding_only():
+    """The XLA allowance is a few ulp of float32: a real change still fails."""
+    plain = {"loss": [1.6743154525756836, 1.4040776491165161], "a_loss": [0.5]}
+    one_ulp = {**plain, "loss": [1.674315333366394, 1.4040776491165161]}
+    assert_same_keras_history(one_ulp, plain, fused=True)
+    with pytest.raises(AssertionError):
+        assert_same_keras_history(one_ulp, plain, fused=False)
+    with pytest.raises(AssertionError):  # 1e-5 relative: ~80 ulp
+        assert_same_keras_history({**plain, "a_loss": [0.500005]}, plain, fused=True)
+    with pytest.raises(AssertionError):  # a key the recorder added
+        assert_same_keras_history({**plain, "extra": [0.0]}, plain, fused=True)
+    with pytest.raises(AssertionError):  # a record missing
+        assert_same_keras_history({**plain, "a_loss": []}, plain, fused=True)
 
 
 @pytest.mark.parametrize("name", sorted(SINGLE_OUTPUT))
