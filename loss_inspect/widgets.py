@@ -8,10 +8,12 @@ right after a step function returns, throttled by wall clock: at least
 ``min_interval`` seconds apart (4 per second at most) and spaced so that
 drawing takes at most ``max_overhead`` of the time (2 %: with the recorder's
 own cost, up to 3 % of a 3 ms PyTorch step, a watched fit stays within 5 %);
-the final state is always drawn (by ``%%losses`` after ``fit()`` returns). Before
-the second frame is timed, a frame is assumed to cost ``first_frame_cost``
-(the first one builds the figure and costs more than the in-place updates). Their text repr is constant, so frontend-less runs (nbval) stay
-deterministic.
+the final state is always drawn (by ``%%losses`` after ``fit()`` returns). Every
+frame counts, the first included: it builds the figure and costs two to three
+times an in-place update (0.2-0.3 s on a slow 2-core host), so the first frame
+waits for a budget sized from the last first frame this process drew, and the
+next one for a budget sized from what the first really cost. Their text repr is
+constant, so frontend-less runs (nbval) stay deterministic.
 
 The status line always ends on how the run ended: ``done``, or ``stopped by
 ValueError at step N`` when the cell or fit raised (``LiveView.finish``). This
@@ -81,7 +83,9 @@ class LiveView:
         view, phase, logy, smoothing, hidden: passed to `plotting.plot_history`.
         min_interval: smallest time between two redraws, in seconds.
         max_overhead: largest share of wall time spent drawing.
-        first_frame_cost: assumed cost of a frame until one has been timed.
+        first_frame_cost: assumed cost of the first frame, in seconds. By
+            default the cost of the last first frame a default view drew in
+            this process (`LiveView.first_frame_seconds`; 0.1 before any).
         dpi: resolution of the live frames.
         final_in_fit: draw the final frame when ``fit()`` returns. ``%%losses``
             passes False and calls `finish` when the cell ends, so that no
@@ -92,15 +96,22 @@ class LiveView:
         ImportError: ipywidgets cannot be imported.
     """
 
+    #: What the last first frame of a default view cost in this process, in
+    #: seconds: the next view's first frame is paced by it.
+    first_frame_seconds = 0.1
+
     def __init__(self, recorder, *, view="stack", phase="train", logy=False,
                  smoothing=0, hidden=(), min_interval=0.25, max_overhead=0.02,
-                 first_frame_cost=0.1, dpi=80, final_in_fit=True, clock=time.monotonic):
+                 first_frame_cost=None, dpi=80, final_in_fit=True, clock=time.monotonic):
         widgets = _ipywidgets("li.LiveView")
         self.recorder = recorder
         self.final_in_fit = final_in_fit
         self.options = dict(view=view, phase=phase, logy=logy, smoothing=smoothing,
                             hidden=tuple(hidden))
         self.min_interval = min_interval
+        self._learns_first_frame = first_frame_cost is None
+        if first_frame_cost is None:
+            first_frame_cost = LiveView.first_frame_seconds
         self.first_frame_cost = first_frame_cost
         self.max_overhead = max_overhead
         self.dpi = dpi
@@ -171,11 +182,12 @@ class LiveView:
         self.image.value = plotting.figure_to_png(self._figure, dpi=self.dpi, fast=True)
         self._set_status(state)
         cost = self._clock() - now
-        if self.renders == 0:
-            # The first frame builds the figure (layout, legend): a one-off.
-            # Later frames update it in place, several times cheaper, so it
-            # does not set the pace; from the second frame on, cost does.
-            cost = min(cost, self.first_frame_cost)
+        if self.renders == 0 and self._learns_first_frame:
+            # The next view's first frame waits for its real cost (the
+            # first frame lays out the figure and its legend: 2-3 frames).
+            LiveView.first_frame_seconds = cost
+        # The next frame waits until this one is paid for, the costly first
+        # one included: drawing stays within max_overhead of the time.
         self._interval = self._spacing(cost)
         self._last = self._clock()
         self._drawn_records = history.records

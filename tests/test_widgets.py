@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import loss_inspect as li
 import models
 from loss_inspect.widgets import Dashboard, LiveView
+
+
+@pytest.fixture(autouse=True)
+def _first_frame_estimate_per_test(monkeypatch):
+    """Views on a fake clock draw "free" first frames; what one test's view
+    learns from that must not pace the next test's."""
+    monkeypatch.setattr(LiveView, "first_frame_seconds", LiveView.first_frame_seconds)
 
 
 class FakeClock:
@@ -52,7 +60,8 @@ def test_redraw_interval_grows_with_render_cost_to_bound_overhead():
     rec, model, x, y = _recorder_with_steps(2)
     try:
         clock = FakeClock()
-        view = LiveView(rec, clock=clock, min_interval=0.25, max_overhead=0.05)
+        view = LiveView(rec, clock=clock, min_interval=0.25, max_overhead=0.05,
+                        first_frame_cost=0.1)
         assert np.isclose(view._interval, 0.1 * 0.95 / 0.05)  # before any frame: assumed cost
         original = view.image
 
@@ -66,13 +75,43 @@ def test_redraw_interval_grows_with_render_cost_to_bound_overhead():
         clock.now += 1.0
         assert not view.update()  # 1 s < 1.9 s: the first frame waits too
         clock.now += 1.0
-        assert view.update()  # the first frame builds the figure: a one-off cost
-        assert np.isclose(view._interval, 0.1 * 0.95 / 0.05)  # still the assumed cost
-        clock.now += 2.0
-        assert view.update()
-        assert np.isclose(view._interval, 0.5 * 0.95 / 0.05)  # 9.5 s between frames
+        assert view.update()  # the first frame, 5x the assumed cost...
+        assert np.isclose(view._interval, 0.5 * 0.95 / 0.05)  # ...is paid for: 9.5 s
         clock.now += 5.0
         assert not view.update()
+        clock.now += 5.0
+        assert view.update()
+        assert np.isclose(view._interval, 0.5 * 0.95 / 0.05)
+        assert LiveView.first_frame_seconds != 0.5  # an explicit estimate teaches nothing
+    finally:
+        rec.detach()
+
+
+def test_the_next_view_paces_its_first_frame_by_the_last_first_frame(monkeypatch):
+    """A first frame costs 2-3 in-place frames; a %%losses cell's view is new
+    each time: its first frame waits for what the last first frame cost."""
+    monkeypatch.setattr(LiveView, "first_frame_seconds", 0.1)
+    rec, model, x, y = _recorder_with_steps(2)
+    try:
+        clock = FakeClock()
+        first = LiveView(rec, clock=clock, min_interval=0.25)
+        assert np.isclose(first._interval, 0.1 * 0.98 / 0.02)  # 4.9 s: nothing measured yet
+        original = first.image
+
+        class SlowImage:  # the frame "takes" 0.3 s of the fake clock
+            def __setattr__(self, name, value):
+                clock.now += 0.3
+                setattr(original, name, value)
+
+        first.image = SlowImage()
+        model.train_on_batch(x[:16], y[:16])
+        clock.now += 5.0
+        assert first.update() and np.isclose(LiveView.first_frame_seconds, 0.3)
+        second = LiveView(rec, clock=clock, min_interval=0.25)
+        assert np.isclose(second._interval, 0.3 * 0.98 / 0.02)  # 14.7 s, not 4.9
+        clock.now += 10.0
+        assert not second.update()  # a 10 s fit shows no throttled frame...
+        assert second.update(final=True)  # ...only the final one
     finally:
         rec.detach()
 
