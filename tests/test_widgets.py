@@ -27,6 +27,19 @@ class FakeClock:
         return self.now
 
 
+def _make_frames_take(view, clock, seconds):
+    """Each frame of ``view`` moves the fake clock by ``seconds`` (when its
+    PNG is set), as a real frame of that cost would."""
+    image = view.image
+
+    class SlowImage:
+        def __setattr__(self, name, value):
+            clock.now += seconds
+            setattr(image, name, value)
+
+    view.image = SlowImage()
+
+
 def _recorder_with_steps(n_steps):
     x, y = models.data(16 * n_steps)
     model = models.mlp()
@@ -63,14 +76,7 @@ def test_redraw_interval_grows_with_render_cost_to_bound_overhead():
         view = LiveView(rec, clock=clock, min_interval=0.25, max_overhead=0.05,
                         first_frame_cost=0.1)
         assert np.isclose(view._interval, 0.1 * 0.95 / 0.05)  # before any frame: assumed cost
-        original = view.image
-
-        class SlowImage:  # each frame "takes" 0.5 s of the fake clock
-            def __setattr__(self, name, value):
-                clock.now += 0.5
-                setattr(original, name, value)
-
-        view.image = SlowImage()
+        _make_frames_take(view, clock, 0.5)
         model.train_on_batch(x[:16], y[:16])
         clock.now += 1.0
         assert not view.update()  # 1 s < 1.9 s: the first frame waits too
@@ -96,14 +102,7 @@ def test_the_next_view_paces_its_first_frame_by_the_last_first_frame(monkeypatch
         clock = FakeClock()
         first = LiveView(rec, clock=clock, min_interval=0.25)
         assert np.isclose(first._interval, 0.1 * 0.98 / 0.02)  # 4.9 s: nothing measured yet
-        original = first.image
-
-        class SlowImage:  # the frame "takes" 0.3 s of the fake clock
-            def __setattr__(self, name, value):
-                clock.now += 0.3
-                setattr(original, name, value)
-
-        first.image = SlowImage()
+        _make_frames_take(first, clock, 0.3)
         model.train_on_batch(x[:16], y[:16])
         clock.now += 5.0
         assert first.update() and np.isclose(LiveView.first_frame_seconds, 0.3)
