@@ -18,7 +18,7 @@ def _first_frame_estimate_per_test(monkeypatch):
 
 
 class FakeClock:
-    """A clock the test moves by hand; each render costs `render_cost` seconds."""
+    """A clock the test moves by hand (`_make_frames_take` moves it per frame)."""
 
     def __init__(self):
         self.now = 0.0
