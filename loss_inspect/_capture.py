@@ -2,15 +2,12 @@
 
 Inside a traced train step (TensorFlow ``tf.function``, JAX ``jit``) Python runs
 once per trace, so values cannot be appended to a Python list. Each step instead
-packs one row ``[layout id, batch size, total, term values...]``. On JAX, with
-Keras's own train and test steps and one step per call, the row is an output
-of the jitted step (it leaves in the step's logs, and the recorder takes it out
-before Keras sees them; see ``_keras_internals.jax_rows_leave_in_logs``).
-Otherwise (TensorFlow; JAX with ``steps_per_execution > 1`` or a custom step)
-it is written into a small ring buffer held by a Keras metric, whose variables
-travel through the step like any metric's. The host reads rows in blocks.
-Eager steps (PyTorch, ``run_eagerly=True``) hand their row straight to the
-host. Only the ring buffer has a width limit (``capacity``).
+writes one row ``[layout id, batch size, total, term values...]`` into a small
+ring buffer held by a Keras metric; the metric's variables travel through the
+step like any metric's (JAX threads them through its stateless state), and the
+host reads the new rows after each execution. Eager steps (PyTorch,
+``run_eagerly=True``) hand their row straight to the host instead, with no
+capacity limit.
 
 The layout (which terms, in which order) is fixed when the step is traced, and
 interned so a row only carries its id.

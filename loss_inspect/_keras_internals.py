@@ -26,10 +26,6 @@ What is used, and why:
   (each replica records its share, which Keras rescales).
 * JAX ``_jax_state`` / ``_jax_state_synced`` / ``jax_state_sync``: a Ctrl-C held
   until a step's entry writes that step's input state back before it is raised.
-* JAX ``JAXTrainer.compute_loss_and_updates`` (its ``aux`` 4-tuple) and
-  ``_update_metrics_variables``: a traced step's row leaves the differentiated
-  function after the metrics variables in ``aux`` and the jitted step in its
-  logs, so it is not carried in the training state (`jax_rows_leave_in_logs`).
 """
 
 from __future__ import annotations
@@ -41,7 +37,6 @@ import sys
 import warnings
 
 import keras
-import numpy as np
 from keras.src.backend.common import global_state as _global_state
 from keras.src.backend.common.stateless_scope import in_stateless_scope as _in_stateless_scope
 from keras.src.backend.common.symbolic_scope import in_symbolic_scope as _in_symbolic_scope
@@ -63,8 +58,6 @@ _INSTANCE_ATTRS = (
     "make_train_function",
     "make_test_function",
     "make_predict_function",
-    "compute_loss_and_updates",
-    "_update_metrics_variables",
 )
 
 
@@ -119,72 +112,6 @@ def jit_reuses_traces_of_equal_methods() -> bool:
     the hooks of a recorder that is gone. A fresh function per recorder
     (`Recorder` shadows ``train_step`` / ``test_step``) cannot be mistaken."""
     return backend() == "jax"
-
-
-#: JAX: the Keras methods a recorder shadows so that a traced step's row
-#: leaves the jitted step in its logs (`jax_rows_leave_in_logs`).
-JAX_ROW_METHODS = ("compute_loss_and_updates", "_update_metrics_variables")
-#: JAX: the logs key the row travels under; the recorder's step-function
-#: wrapper takes it out before Keras (callbacks, history) sees the logs.
-JAX_ROW_KEY = "loss_inspect/row"
-
-
-def jax_rows_leave_in_logs(model) -> bool:
-    """JAX, one step per call, Keras's own steps: rows can leave in the logs.
-
-    Carried as state (a metric's variables), the row buffer costs every step
-    of a JAX ``fit()``: Keras re-tracks its state dict after each step (about
-    a microsecond per array) and the jitted step scatters the row into the
-    buffer (tens of microseconds on a CPU). Returned in the step's logs, a
-    row costs neither. That takes Keras's own ``train_step`` / ``test_step``
-    (the row's way out runs through `JAX_ROW_METHODS`), one step per call
-    (with ``steps_per_execution=k`` only the last step's logs come back), and
-    a jitted step (eager steps hand their rows to the host as they run).
-    """
-    if backend() != "jax":
-        return False
-    if max(1, int(getattr(model, "steps_per_execution", 1) or 1)) != 1:
-        return False
-    if model.run_eagerly or not model.jit_compile:
-        return False  # eager steps: their rows go straight to the host
-    names = ("train_step", "test_step", *JAX_ROW_METHODS)
-    return not any(is_overridden(model, name) for name in names)
-
-
-def jax_aux_with_row(aux, row):
-    """``compute_loss_and_updates``'s ``aux`` with ``row`` after the metrics
-    variables: the one output of the differentiated function that Keras
-    hands on, as it is, to ``_update_metrics_variables``."""
-    unscaled_loss, y_pred, non_trainable_variables, metrics_variables = aux
-    return unscaled_loss, y_pred, non_trainable_variables, [*metrics_variables, row]
-
-
-def jax_take_row(output):
-    """Take the row out of a JAX step function's ``(logs, state)`` (None if absent)."""
-    logs = output[0] if isinstance(output, tuple) and output else None
-    return logs.pop(JAX_ROW_KEY, None) if isinstance(logs, dict) else None
-
-
-def stack_rows(rows, pad_to: int) -> np.ndarray:
-    """Equal-length 1-D device arrays as one ``(len(rows), width)`` host array.
-
-    JAX: one jitted stack (a third of a microsecond per row, against 1.4 for
-    one ``np.asarray`` per row on a CPU), called with ``pad_to`` arguments
-    (the last row repeated) so that one compilation per row width serves
-    every block, full or not.
-    """
-    if backend() != "jax":
-        return np.stack([np.asarray(row) for row in rows])
-    padded = [*rows, *[rows[-1]] * (pad_to - len(rows))] if len(rows) < pad_to else rows
-    return np.asarray(_jax_stack()(*padded))[: len(rows)]
-
-
-@functools.lru_cache(maxsize=None)
-def _jax_stack():
-    import jax
-    import jax.numpy as jnp
-
-    return jax.jit(lambda *rows: jnp.stack(rows))
 
 
 def write_row_in_place(values, cursor, index, row) -> bool:

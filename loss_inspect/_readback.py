@@ -53,8 +53,7 @@ class RowReadback:
 
         eager = internals.is_concrete(total)
         residual = self._compute_loss_overridden
-        buffered = not eager and not self._rows_in_logs  # a fixed-width state buffer
-        if buffered and len(values) + residual > self._state.capacity:
+        if not eager and len(values) + residual > self._state.capacity:
             keep = self._state.capacity - 1
             self._capacity_wanted = max(self._capacity_wanted, 2 * (len(values) + 1))
             self._warn_once(
@@ -78,13 +77,8 @@ class RowReadback:
         batch = _capture.batch_size_of(y_pred)
         if eager:  # no op per step: the block is stacked when it is read
             self._eager_rows.append((layout, float(batch), _capture.eager_row(total, values)))
-            return
-        row = _capture.pack_row(layout.id, batch, total, values, self._dtype)
-        if self._rows_in_logs:
-            self._traced_row = row  # leaves the step in its logs (Recorder)
-            self._rows_traced_to_logs += 1
         else:
-            self._state.write(row)
+            self._state.write(_capture.pack_row(layout.id, batch, total, values, self._dtype))
 
     def _record_call(self, outputs) -> bool:
         """Record the terms of an outermost eager ``model(x)`` (phase "call")."""
@@ -115,21 +109,14 @@ class RowReadback:
         self._append(layout, [np.nan], [total], values[None, :])
         return True
 
-    def _after_execution(self, output, state, jax_index, rows_per_call, row=None) -> None:
+    def _after_execution(self, output, state, jax_index, rows_per_call) -> None:
         """Account for the rows one step-function call wrote; read them if due.
 
-        A row returned in the step's logs (JAX) waits, on the device, until
-        `BLOCK_ROWS` of them are read together. The device buffer holds
-        ``state.rows`` rows. It is read (one host sync) only when the next
-        call could overwrite unread rows. Either is read at once when
-        non-finite values must stop training (``nan="raise"``).
+        The device buffer holds ``state.rows`` rows. It is read (one host
+        sync) only when the next call could overwrite unread rows, or when
+        non-finite values must stop training at once (``nan="raise"``).
         """
         self._executions += 1
-        if row is not None:
-            self._logged_rows.append(row)
-            if len(self._logged_rows) >= BLOCK_ROWS or self.nan == "raise":
-                self._read_logged_rows()
-            return
         self._pending = (output, jax_index, state)
         if len(self._eager_rows) >= BLOCK_ROWS or self.nan == "raise":
             self._flush_eager_rows()
@@ -163,7 +150,6 @@ class RowReadback:
         if not self._attached:
             return  # detach flushed; later rows belong to no one
         self._flush_eager_rows()
-        self._read_logged_rows()
         self._read_state()
 
     def _flush_quietly(self) -> None:
@@ -219,18 +205,6 @@ class RowReadback:
         order = (self._cursor_seen + np.arange(new)) % state.rows
         self._cursor_seen = cursor
         self._append_rows(rows[order])
-
-    def _read_logged_rows(self) -> None:
-        """Rows returned in steps' logs, one transfer per run of equal width."""
-        rows = self._logged_rows[:]
-        self._logged_rows.clear()  # the same list: step functions append to it
-        start = 0
-        while start < len(rows):
-            end = start + 1
-            while end < len(rows) and rows[end].shape == rows[start].shape:
-                end += 1
-            self._append_rows(internals.stack_rows(rows[start:end], BLOCK_ROWS))
-            start = end
 
     def _flush_eager_rows(self) -> None:
         if not self._eager_rows:

@@ -53,10 +53,8 @@ def attach(
 
     Args:
         model: a Keras 3 ``keras.Model``.
-        capacity: most terms one traced step can carry where its rows
-            travel in a state buffer (TensorFlow; JAX with
-            ``steps_per_execution > 1`` or its own ``train_step``). By
-            default it is sized from the model; terms past it are summed
+        capacity: most terms one traced step can carry (TensorFlow / JAX).
+            By default it is sized from the model; terms past it are summed
             into ``residual`` until the next ``fit()`` resizes the buffer.
         every: keep one train record in ``every`` (steps divisible by it);
             eval and call records are all kept. Non-finite checks still see
@@ -206,13 +204,6 @@ class Recorder(RowReadback):
         self._release_pending = False
         self._compute_loss_calls = 0
         self._eager_rows: list = []
-        # JAX, Keras's own steps: each traced step returns its row in its
-        # logs (`internals.jax_rows_leave_in_logs`); no state buffer then.
-        self._rows_in_logs = False
-        self._logged_rows: list = []  # rows returned by steps, not read yet
-        self._traced_row = None  # the row of the step being traced, on its way out
-        self._row_in_aux = False
-        self._rows_traced_to_logs = 0  # traces whose row leaves in the logs
         self._cursor_seen = 0
         self._warned: set[str] = set()
         self._compute_loss_overridden = internals.is_overridden(model, "compute_loss")
@@ -282,8 +273,7 @@ class Recorder(RowReadback):
             self._uninstall(model)
         self._registry.clear()
         self._eager_rows.clear()
-        self._logged_rows.clear()
-        self._pending = self._capture = self._traced_row = None
+        self._pending = self._capture = None
         self._tree, self._saved_functions = [], {}
 
     def add_listener(self, listener) -> None:
@@ -346,10 +336,6 @@ class Recorder(RowReadback):
         if internals.jit_reuses_traces_of_equal_methods():
             for name in ("train_step", "test_step"):
                 self._patch(model, name, _fresh_alias)
-        if self._stateless:
-            factories = (self._make_loss_and_updates, self._make_update_metrics)
-            for name, factory in zip(internals.JAX_ROW_METHODS, factories):
-                self._patch(model, name, factory)
         for name in ("evaluate", "train_on_batch", "test_on_batch", "predict"):
             self._patch(model, name, self._make_entry_point)
         for kind in ("train", "test", "predict"):
@@ -404,18 +390,8 @@ class Recorder(RowReadback):
         """(Re)build the state buffer when capacity or steps_per_execution outgrew it."""
         if internals.eager_steps():
             return  # torch: rows go straight to the host
-        rows_in_logs = internals.jax_rows_leave_in_logs(model)
-        if rows_in_logs != self._rows_in_logs:
-            for kind in ("train", "test"):  # traced for the other way out
-                internals.set_step_function(model, kind, None)
-        self._rows_in_logs = rows_in_logs
-        state = self._state
-        if rows_in_logs:
-            if state is not None:
-                internals.remove_state_metric(model, state)
-                self._state = None
-            return
         rows = max(BLOCK_ROWS, 2 * _steps_per_execution(model))
+        state = self._state
         if state is not None and state.rows >= rows and state.capacity >= self._capacity_wanted:
             return
         if state is not None:
@@ -510,41 +486,6 @@ class Recorder(RowReadback):
             return total
 
         return compute_loss
-
-    def _make_loss_and_updates(self, original):
-        """JAX: hand the row `_emit` traced out of the differentiated function
-        (see `internals.jax_rows_leave_in_logs`)."""
-        recorder = self
-
-        @functools.wraps(original)
-        def compute_loss_and_updates(*args, **kwargs):
-            recorder._traced_row = None
-            try:
-                loss, aux = original(*args, **kwargs)
-                row = recorder._traced_row
-            finally:
-                recorder._traced_row = None
-            recorder._row_in_aux = row is not None
-            if row is None:
-                return loss, aux
-            return loss, internals.jax_aux_with_row(aux, row)
-
-        return compute_loss_and_updates
-
-    def _make_update_metrics(self, original):
-        """JAX: move the row from the metrics variables into the step's logs."""
-        recorder = self
-
-        @functools.wraps(original)
-        def update_metrics_variables(metrics_variables, *args, **kwargs):
-            if not recorder._row_in_aux:
-                return original(metrics_variables, *args, **kwargs)
-            recorder._row_in_aux = False
-            *metrics_variables, row = metrics_variables
-            logs, metrics_variables = original(metrics_variables, *args, **kwargs)
-            return {**logs, internals.JAX_ROW_KEY: row}, metrics_variables
-
-        return update_metrics_variables
 
     def _make_aggregate(self, original):
         recorder = self
@@ -712,7 +653,6 @@ class Recorder(RowReadback):
                 self.model, [state.values, state.cursor]
             )
         rows_per_call = _steps_per_execution(self.model)
-        rows_in_logs = kind != "predict" and self._rows_in_logs
         first_call = [kind != "predict"]
 
         @functools.wraps(fn)
@@ -727,7 +667,6 @@ class Recorder(RowReadback):
                 recorder._pending = None  # JAX donates the last state to this call
             outer, recorder._phase = recorder._phase, phase
             calls_before = recorder._compute_loss_calls
-            traced_before = recorder._rows_traced_to_logs
             eager_before = len(recorder._eager_rows)
             try:
                 output = fn(*args, **kwargs)
@@ -738,17 +677,12 @@ class Recorder(RowReadback):
                 raise
             finally:
                 recorder._phase = outer
-            # Taken out also when detached: Keras must never see it.
-            row = internals.jax_take_row(output) if rows_in_logs else None
             if kind != "predict" and recorder._attached:
-                recorder._after_execution(output, state, jax_index, rows_per_call, row)
+                recorder._after_execution(output, state, jax_index, rows_per_call)
                 if first_call[0]:
                     first_call[0] = False
                     if recorder._compute_loss_calls == calls_before:
                         recorder._warn_bypassed_compute_loss(kind)
-                    elif row is None and recorder._rows_traced_to_logs != traced_before:
-                        recorder._internal_error(
-                            RuntimeError(f"no row came back from the {kind} step"))
                 recorder._notify()
             return output
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import inspect
 
 import keras
-import numpy as np
 import pytest
 
 from loss_inspect import _keras_internals as internals
@@ -127,38 +126,3 @@ def test_no_other_module_touches_keras_internals_or_names_a_backend():
                 line = text.count("\n", 0, match.start()) + 1
                 found.append(f"{path.name}:{line} {what}: {match.group(0)!r}")
     assert found == []
-
-
-def test_jax_rows_leave_in_logs_only_through_keras_own_steps(backend):
-    """The row's way out of a JAX step exists only where Keras's own train
-    and test steps run, one per call (with more, only the last step's logs
-    come back)."""
-    assert internals.jax_rows_leave_in_logs(models.mlp()) is (backend == "jax")
-    if backend != "torch":  # torch's trainer rejects steps_per_execution > 1
-        assert internals.jax_rows_leave_in_logs(models.mlp(steps_per_execution=2)) is False
-    assert internals.jax_rows_leave_in_logs(models.bypassing_train_step_any_backend()) is False
-
-
-def test_jax_aux_and_metrics_update_have_the_shape_the_row_relies_on(backend):
-    """`JAXTrainer.compute_loss_and_updates` returns a 4-tuple ``aux`` ending
-    with the metrics-variable values, which ``_update_metrics_variables``
-    takes first and turns into ``(logs dict, values)``."""
-    if backend != "jax":
-        assert internals.jax_take_row(({"loss": 1.0}, ())) is None
-        return
-    model = models.mlp()
-    x, y = models.data(16)
-    model.fit(x, y, verbose=0)
-    values = [[v.value for v in variables] for variables in (
-        model.trainable_variables, model.non_trainable_variables,
-        model.metrics_variables, model.optimizer.variables)]
-    loss, aux = model.compute_loss_and_updates(
-        values[0], values[1], values[2], x, y, None, training=True,
-        optimizer_variables=values[3])
-    assert len(aux) == 4 and isinstance(aux[3], list) and len(aux[3]) == len(values[2])
-    with_row = internals.jax_aux_with_row(aux, "row")
-    assert with_row[:3] == aux[:3] and with_row[3] == [*aux[3], "row"]
-    logs, metrics_values = model._update_metrics_variables(aux[3], aux[0], x, y, aux[1], None)
-    assert isinstance(logs, dict) and len(metrics_values) == len(values[2])
-    row = np.arange(3.0)
-    assert internals.jax_take_row(({**logs, internals.JAX_ROW_KEY: row}, ())) is row

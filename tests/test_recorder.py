@@ -284,37 +284,10 @@ def test_steps_per_execution_records_every_step(backend):
     np.testing.assert_array_equal(train.steps, np.arange(1, 13))
 
 
-@pytest.mark.parametrize("steps_per_execution", [1, 2])
-def test_state_carried_through_the_step_only_where_rows_need_it(backend, steps_per_execution):
-    """On JAX a row leaves its step in the logs (taken out before Keras sees
-    them), so with Keras's own steps, one per call, the training state is the
-    model's own; TensorFlow's steps, and JAX's with several steps per call,
-    carry a state buffer (two variables). Either way every step is recorded."""
-    x, y = models.data(64)
-    if backend == "torch" and steps_per_execution > 1:  # Keras's torch trainer says no
-        with pytest.raises(ValueError, match="steps_per_execution"):
-            models.mlp(steps_per_execution=steps_per_execution).fit(x, y, verbose=0)
-        return
-    model = models.mlp(steps_per_execution=steps_per_execution)
-    model.fit(x, y, batch_size=16, verbose=0)
-    before = [v.path for v in model.metrics_variables]
-    with li.attach(model) as rec:
-        history = model.fit(x, y, batch_size=16, epochs=2, validation_data=(x, y), verbose=0)
-        during = [v.path for v in model.metrics_variables]
-    buffered = backend == "tensorflow" or (backend == "jax" and steps_per_execution > 1)
-    assert during[: len(before)] == before
-    assert len(during) == len(before) + (2 if buffered else 0)
-    assert [v.path for v in model.metrics_variables] == before
-    assert set(history.history) == {"loss", "val_loss"}
-    assert len(rec.history.select(phase="train")) == 2 * 4
-    assert len(rec.history.select(phase="eval")) == 2 * 4
-    assert_keras_totals(rec.history, history.history)
-
-
 def test_buffer_is_read_only_after_a_step_ran(monkeypatch):
     """Reading the history again, or fit() asking at its start and end, costs
     no host read of the device buffer unless a step function ran since."""
-    from loss_inspect import _capture, _keras_internals as internals
+    from loss_inspect import _capture
 
     x, y = models.data(64)
     model = models.mlp()
@@ -322,10 +295,8 @@ def test_buffer_is_read_only_after_a_step_ran(monkeypatch):
     model.fit(x, y, batch_size=16, epochs=2, verbose=0)
     assert rec.history.records == 8
     reads = []
-    real_to_numpy, real_stack_rows = _capture.to_numpy, internals.stack_rows
+    real_to_numpy = _capture.to_numpy
     monkeypatch.setattr(_capture, "to_numpy", lambda v: reads.append(v) or real_to_numpy(v))
-    monkeypatch.setattr(internals, "stack_rows",  # JAX: rows returned in the logs
-                        lambda *a: reads.append(a) or real_stack_rows(*a))
     rec.history, rec.history
     assert reads == []
     model.train_on_batch(x[:16], y[:16])  # one more step: the next read must see it
@@ -824,18 +795,9 @@ def test_bypassed_compute_loss_warns_with_method_name():
     assert list(rec.history.phases) == ["call"]
 
 
-@pytest.mark.parametrize("steps_per_execution", [1, 2])
-def test_small_capacity_sums_overflow_into_residual_then_grows(backend, steps_per_execution):
-    """Only a state buffer has a width: TensorFlow's, and JAX's with several
-    steps per call. Eager rows (torch) and the rows a JAX step returns in its
-    logs are as long as their step needs."""
+def test_small_capacity_sums_overflow_into_residual_then_grows(backend):
     x, y = models.data()
     model = models.nested_shared()
-    models.compile_default(model, steps_per_execution=steps_per_execution)
-    if backend == "torch" and steps_per_execution > 1:  # Keras's torch trainer says no
-        with pytest.raises(ValueError, match="steps_per_execution"):
-            model.fit(x, y, **FIT)
-        return
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with li.attach(model, capacity=2) as rec:
@@ -843,11 +805,8 @@ def test_small_capacity_sums_overflow_into_residual_then_grows(backend, steps_pe
             model.fit(x, y, **FIT)
     h = rec.history
     assert_terms_sum_to_total(h)
-    steps_per_epoch = -(-len(x) // FIT["batch_size"])
-    assert len(h.select(phase="train")) == 2 * FIT["epochs"] * steps_per_epoch
-    if backend == "torch" or (backend == "jax" and steps_per_execution == 1):
-        assert "residual" not in h.keys()
-        assert not any("capacity" in str(w.message) for w in caught)
+    if backend == "torch":
+        assert "residual" not in h.keys()  # eager steps have no capacity limit
         return
     assert any("capacity" in str(w.message) for w in caught)
     assert "residual" in h.keys()  # first fit: overflow summed into residual
