@@ -83,21 +83,22 @@ class StateBuffer(keras.metrics.Metric):
     def reset_state(self):
         pass
 
-    def write(self, row) -> None:
+    def write(self, row, slice_update: bool = False) -> None:
         """Store ``row`` (length <= width) at the cursor and advance it.
 
-        A scatter, not ``slice_update``: on TensorFlow without XLA the latter
-        is an XLA op compiled on demand, several times dearer per step.
+        Each backend's cheapest write (`internals.write_row_in_place`); Keras's
+        scatter otherwise. Never ``ops.slice_update`` on TensorFlow: without
+        XLA it is an XLA op compiled on demand, several times dearer per step.
+        ``slice_update`` asks JAX for a slice update instead of the scatter.
         """
         if row.shape[0] < self.width:
             row = ops.pad(row, [[0, self.width - row.shape[0]]])
         cursor = self.cursor.value
         index = ops.reshape(ops.mod(cursor, self.rows), (1, 1))
-        if internals.write_row_in_place(self.values, self.cursor, index, ops.expand_dims(row, 0)):
+        row = ops.expand_dims(row, 0)
+        if internals.write_row_in_place(self.values, self.cursor, index, row, slice_update):
             return
-        self.values.assign(
-            ops.scatter_update(self.values.value, index, ops.expand_dims(row, 0))
-        )
+        self.values.assign(ops.scatter_update(self.values.value, index, row))
         self.cursor.assign(cursor + 1)
 
 

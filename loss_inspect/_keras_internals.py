@@ -26,6 +26,8 @@ What is used, and why:
   (each replica records its share, which Keras rescales).
 * JAX ``_jax_state`` / ``_jax_state_synced`` / ``jax_state_sync``: a Ctrl-C held
   until a step's entry writes that step's input state back before it is raised.
+* ``CallbackList._async_train``: whether ``fit()`` dispatches batch ends to a
+  thread pool, which decides the cheaper JAX row write (`batch_ends_async`).
 """
 
 from __future__ import annotations
@@ -114,14 +116,63 @@ def jit_reuses_traces_of_equal_methods() -> bool:
     return backend() == "jax"
 
 
-def write_row_in_place(values, cursor, index, row) -> bool:
-    """TensorFlow: ``values[index] = row; cursor += 1`` in place on the
-    ``tf.Variable``s (one op each, not read + scatter + assign). False elsewhere."""
-    if backend() != "tensorflow":
+def write_row_in_place(values, cursor, index, row, slice_update: bool = False) -> bool:
+    """``values[index] = row; cursor += 1`` without Keras's generic scatter,
+    where that is cheaper. False where it is not (the caller scatters).
+
+    TensorFlow: in place on the ``tf.Variable``s (one op each, not read +
+    scatter + assign). JAX, when ``slice_update``: ``lax.dynamic_update_slice``
+    of the donated buffer, which costs a tiny model's step 1-2 % where Keras's
+    scatter costs 20 %, but only where each step's logs are waited for; see
+    `batch_ends_async` for why JAX does not always take it.
+    """
+    name = backend()
+    if name == "tensorflow":
+        values.value.scatter_nd_update(index, row)
+        cursor.value.assign_add(1)
+        return True
+    if name == "jax" and slice_update:
+        from jax import lax
+
+        current = values.value
+        start = (index[0, 0].astype(cursor.value.dtype), 0)
+        values.assign(lax.dynamic_update_slice(current, row.astype(current.dtype), start))
+        cursor.assign(cursor.value + 1)
+        return True
+    return False
+
+
+def waits_for_each_train_step(entry_point: str, callbacks=()) -> bool:
+    """JAX: does ``entry_point`` wait for each train step's logs?
+
+    Then a step's device time is on the critical path and its row is best
+    written with a slice update (`write_row_in_place`): ``train_on_batch``
+    returns the logs as numbers, and ``fit()`` converts them in the main
+    thread unless Keras hands its batch ends to a thread pool
+    (`batch_ends_async`). False on the other backends: TensorFlow writes in
+    place either way, torch keeps its rows on the host.
+    """
+    if backend() != "jax":
         return False
-    values.value.scatter_nd_update(index, row)
-    cursor.value.assign_add(1)
-    return True
+    if entry_point == "train_on_batch":
+        return True
+    return entry_point == "fit" and not batch_ends_async(callbacks)
+
+
+def batch_ends_async(callbacks) -> bool:
+    """Will ``fit(callbacks=callbacks)`` hand its batch ends to Keras's thread pool?
+
+    Keras 3.15 does so on thread-safe backends (JAX, torch) unless a callback
+    has a batch-end hook and is not ``async_safe`` (``ModelCheckpoint``,
+    ``TensorBoard``, ``TerminateOnNaN``...). The mode decides which JAX row
+    write is cheaper (docs/performance.md, 2026-12-07): with batch ends in the
+    main thread every step's logs are waited for and the scatter's device time
+    is paid in full; with the thread pool the slice update made long fits
+    slower. ``CallbackList``'s own ``_async_train`` is read, not re-derived.
+    """
+    if not isinstance(callbacks, keras.callbacks.CallbackList):
+        callbacks = keras.callbacks.CallbackList(list(callbacks or []))
+    return bool(getattr(callbacks, "_async_train", False))
 
 
 def tf_replicas(model) -> int:

@@ -78,7 +78,8 @@ class RowReadback:
         if eager:  # no op per step: the block is stacked when it is read
             self._eager_rows.append((layout, float(batch), _capture.eager_row(total, values)))
         else:
-            self._state.write(_capture.pack_row(layout.id, batch, total, values, self._dtype))
+            row = _capture.pack_row(layout.id, batch, total, values, self._dtype)
+            self._state.write(row, slice_update=self._slice_rows and self._phase == "train")
 
     def _record_call(self, outputs) -> bool:
         """Record the terms of an outermost eager ``model(x)`` (phase "call")."""

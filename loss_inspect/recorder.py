@@ -200,6 +200,10 @@ class Recorder(RowReadback):
         self._step = _optimizer_iterations(model)
         self._call_depth = 0
         self._fit_depth = 0
+        # Train steps traced now write their row with a slice update (JAX):
+        # set while fit() runs with batch ends in the main thread and in
+        # train_on_batch, where each step's logs are waited for.
+        self._slice_rows = False
         self._entry_depth = 0  # Keras loops running (fit, evaluate, predict, ...)
         self._release_pending = False
         self._compute_loss_calls = 0
@@ -545,6 +549,9 @@ class Recorder(RowReadback):
                 recorder._ensure_state(model)
             recorder._fit_depth += 1
             recorder._entry_depth += 1
+            outer_slice_rows = recorder._slice_rows
+            recorder._slice_rows = internals.waits_for_each_train_step(
+                "fit", bound.arguments["callbacks"])
             try:
                 with recorder._interrupt_guard():
                     result = original(*bound.args, **bound.kwargs)
@@ -556,6 +563,7 @@ class Recorder(RowReadback):
                 recorder._stop_error = None
                 raise
             finally:
+                recorder._slice_rows = outer_slice_rows
                 if isinstance(callbacks, keras.callbacks.CallbackList):
                     callbacks.callbacks.remove(tracker)
                 recorder._left_entry_point()
@@ -573,12 +581,15 @@ class Recorder(RowReadback):
         only after Keras has written the step's state back to the model, and
         a `detach` from inside it waits for it to return."""
         recorder = self
+        slice_rows = internals.waits_for_each_train_step(getattr(original, "__name__", ""))
 
         @functools.wraps(original)
         def entry_point(*args, **kwargs):
             if recorder._entry_depth == 0 and recorder._attached:
                 recorder._sync_step(recorder.model)
             recorder._entry_depth += 1
+            outer_slice_rows = recorder._slice_rows
+            recorder._slice_rows = slice_rows or outer_slice_rows
             try:
                 with recorder._interrupt_guard():
                     result = original(*args, **kwargs)
@@ -588,6 +599,7 @@ class Recorder(RowReadback):
                     recorder._stop_error = None
                 raise
             finally:
+                recorder._slice_rows = outer_slice_rows
                 recorder._left_entry_point()
             if recorder._fit_depth == 0:  # fit() validates with evaluate(): fit raises
                 recorder._raise_pending()

@@ -91,3 +91,35 @@ def test_batch_size_and_symbolic_detection():
     assert _capture.batch_size_of({"a": ops.ones((7, 1)), "b": ops.ones((7, 3))}) == 7
     assert _capture.is_symbolic_call(keras.KerasTensor((None, 2)))
     assert not _capture.is_symbolic_call(ops.ones((2, 2)))
+
+
+def test_row_write_is_in_place_and_jax_slice_update_lowers_without_scatter(backend):
+    """TensorFlow writes a row with the variables' own ops; JAX, when asked,
+    with a dynamic-update-slice of the buffer (no scatter in the program)."""
+    buffer = _capture.StateBuffer(rows=3, capacity=2, dtype="float32")
+    row = ops.convert_to_tensor([0.0, 8.0, 1.5, 1.0, 0.5], dtype="float32")
+    index = ops.reshape(ops.mod(buffer.cursor.value, buffer.rows), (1, 1))
+    wrote = _keras_internals.write_row_in_place(
+        buffer.values, buffer.cursor, index, ops.expand_dims(row, 0), slice_update=True)
+    assert wrote == (backend in ("tensorflow", "jax"))
+    if wrote:
+        np.testing.assert_array_equal(_capture.to_numpy(buffer.values)[0], row)
+        assert int(_capture.to_numpy(buffer.cursor)) == 1
+    if backend != "jax":
+        return
+    import jax
+
+    def step(values, cursor, row, slice_update):
+        mapping = [(buffer.values, values), (buffer.cursor, cursor)]
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            buffer.write(row, slice_update=slice_update)
+        return scope.get_current_value(buffer.values), scope.get_current_value(buffer.cursor)
+
+    for slice_update in (True, False):
+        jitted = jax.jit(step, static_argnums=3)
+        text = jitted.lower(buffer.values.value, buffer.cursor.value, row, slice_update).as_text()
+        assert ("scatter" not in text) == slice_update, text
+        assert ("dynamic_update_slice" in text) == slice_update, text
+        values, cursor = jitted(buffer.values.value, buffer.cursor.value, row, slice_update)
+        np.testing.assert_array_equal(np.asarray(values)[1], row)  # the cursor was 1
+        assert int(cursor) == 2

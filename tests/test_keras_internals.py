@@ -36,6 +36,22 @@ def test_private_attributes_used_exist():
         assert hasattr(model, name)
     assert "training" in inspect.signature(keras.Model.compute_loss).parameters
     assert internals.raw_value(layer.kernel) is not None
+    assert isinstance(keras.callbacks.CallbackList([])._async_train, bool)
+
+
+def test_batch_end_dispatch_mode_and_who_waits_for_each_step(backend):
+    """Keras hands batch ends to a thread pool on JAX and torch unless a
+    callback with a batch-end hook is not async-safe (TerminateOnNaN here);
+    only JAX's row write depends on it."""
+    jax = backend == "jax"
+    nan_stop = [keras.callbacks.TerminateOnNaN()]
+    assert internals.batch_ends_async([keras.callbacks.History()]) == (backend != "tensorflow")
+    assert not internals.batch_ends_async(nan_stop)
+    assert internals.batch_ends_async(keras.callbacks.CallbackList([])) == (backend != "tensorflow")
+    assert internals.waits_for_each_train_step("fit", nan_stop) == jax
+    assert not internals.waits_for_each_train_step("fit", [])
+    assert internals.waits_for_each_train_step("train_on_batch") == jax
+    assert not internals.waits_for_each_train_step("evaluate", nan_stop)
 
 
 def test_jax_restore_state_writes_a_step_input_back():

@@ -269,6 +269,55 @@ if BACKEND == "torch":  # jit_compile=True only means torch.compile on torch
         assert_keras_totals(rec.history, logs)
 
 
+def _spy_row_writes(monkeypatch):
+    """The ``slice_update`` flag of every row write traced (the real write runs)."""
+    from loss_inspect import _keras_internals
+
+    seen = []
+    real = _keras_internals.write_row_in_place
+
+    def write_row_in_place(values, cursor, index, row, slice_update=False):
+        seen.append(slice_update)
+        return real(values, cursor, index, row, slice_update)
+
+    monkeypatch.setattr(_keras_internals, "write_row_in_place", write_row_in_place)
+    return seen
+
+
+def test_row_write_follows_kerass_batch_end_dispatch(backend, monkeypatch):
+    """JAX: where each step's logs are waited for (a fit with a batch-end
+    callback such as TerminateOnNaN, or train_on_batch) train steps write their
+    row with a slice update; a default fit (batch ends in Keras's thread pool)
+    keeps the scatter. Either way the recorder's invariants hold."""
+    x, y = models.data(64)
+    seen = _spy_row_writes(monkeypatch)
+    result = fit_with_and_without(models.mlp, x, y,
+                                  callbacks=[keras.callbacks.TerminateOnNaN()])
+    assert_invariants(result)
+    waited_for = list(seen)
+
+    del seen[:]
+    with li.attach(models.mlp()) as rec:
+        rec.model.fit(x, y, **FIT)
+    default_fit = list(seen)
+
+    del seen[:]
+    model = models.mlp()
+    with li.attach(model) as rec:
+        logs = model.train_on_batch(x[:16], y[:16], return_dict=True)
+    on_batch = list(seen)
+    assert_terms_sum_to_total(rec.history)
+    np.testing.assert_allclose(rec.history["total"][-1], logs["loss"], rtol=1e-6)
+
+    if backend == "jax":
+        assert True in waited_for and True in on_batch
+        assert True not in default_fit and default_fit  # the scatter, traced
+    elif backend == "tensorflow":
+        assert True not in waited_for + default_fit + on_batch  # TF is never async
+    else:
+        assert not waited_for + default_fit + on_batch  # torch rows skip the buffer
+
+
 def test_steps_per_execution_records_every_step(backend):
     x, y = models.data(96)
     if backend == "torch":
