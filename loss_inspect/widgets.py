@@ -6,13 +6,17 @@ The figure is rendered to PNG and pushed into one persistent ``Image`` (no
 ``clear_output`` flicker, no pyplot figures). Redraws run on the main thread
 right after a step function returns, throttled by wall clock: at least
 ``min_interval`` seconds apart (4 per second at most) and spaced so that
-drawing takes at most ``max_overhead`` of the time (2 %: with the recorder's
-own cost, up to 3 % of a 3 ms PyTorch step, a watched fit stays within 5 %);
-the final state is always drawn (by ``%%losses`` after ``fit()`` returns). Every
-frame counts, the first included: it builds the figure and costs two to three
-times an in-place update (0.2-0.3 s on a slow 2-core host), so the first frame
-waits for a budget sized from the last first frame this process drew, and the
-next one for a budget sized from what the first really cost. Their text repr is
+drawing takes at most ``max_overhead`` of the time (1 %: the recorder's own
+cost is 3 % of a 1.6 ms PyTorch step on a fast 2-core CPU, and a watched fit
+must stay within 5 %); the final state is always drawn (by ``%%losses`` after
+``fit()`` returns). Every frame counts, the first included: it lays out the
+figure and costs two to four times an in-place update (0.08-0.3 s on a
+2-core host), so the next frame waits until it is paid for. The first frame
+itself waits for a budget sized from the last first frame this process drew,
+but never more than ``max_first_wait`` (2 s): at 1 % an 80 ms first frame
+would otherwise wait 8 s, and a view that shows nothing for a whole 8 s fit
+is not live. That one frame is the only drawing over budget: about 80 ms
+per run on a slow host, 1 % of an 8 s fit. A view's text repr is
 constant, so frontend-less runs (nbval) stay deterministic.
 
 The status line always ends on how the run ended: ``done``, or ``stopped by
@@ -83,6 +87,8 @@ class LiveView:
         view, phase, logy, smoothing, hidden: passed to `plotting.plot_history`.
         min_interval: smallest time between two redraws, in seconds.
         max_overhead: largest share of wall time spent drawing.
+        max_first_wait: the first frame is drawn at most this many seconds
+            into the run, whatever the budget says (see the module docstring).
         first_frame_cost: assumed cost of the first frame, in seconds. By
             default the cost of the last first frame a default view drew in
             this process (`LiveView.first_frame_seconds`; 0.1 before any).
@@ -101,8 +107,8 @@ class LiveView:
     first_frame_seconds = 0.1
 
     def __init__(self, recorder, *, view="stack", phase="train", logy=False,
-                 smoothing=0, hidden=(), min_interval=0.25, max_overhead=0.02,
-                 first_frame_cost=None, dpi=80, final_in_fit=True, clock=time.monotonic):
+                 smoothing=0, hidden=(), min_interval=0.25, max_overhead=0.01,
+                 max_first_wait=2.0, first_frame_cost=None, dpi=80, final_in_fit=True, clock=time.monotonic):
         widgets = _ipywidgets("li.LiveView")
         self.recorder = recorder
         self.final_in_fit = final_in_fit
@@ -114,12 +120,13 @@ class LiveView:
             first_frame_cost = LiveView.first_frame_seconds
         self.first_frame_cost = first_frame_cost
         self.max_overhead = max_overhead
+        self.max_first_wait = max_first_wait
         self.dpi = dpi
         self.renders = 0
         #: What the status line says: waiting, "training", "done" or "stopped by ...".
         self.state = _WAITING
         self._clock = clock
-        self._interval = self._spacing(first_frame_cost)
+        self._interval = max(min_interval, min(self._spacing(first_frame_cost), max_first_wait))
         self._last = clock()  # the first redraw also respects the budget
         self._drawn_records = -1
         self._figure = None

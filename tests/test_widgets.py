@@ -51,7 +51,7 @@ def test_throttle_caps_redraws_and_always_draws_the_final_state():
     rec, model, x, y = _recorder_with_steps(4)
     try:
         clock = FakeClock()
-        view = LiveView(rec, clock=clock, min_interval=0.25, first_frame_cost=0.005)
+        view = LiveView(rec, clock=clock, min_interval=0.25, first_frame_cost=0.0025)
         rec.add_listener(view)
         for _ in range(10):  # 10 x 4 steps, 0.01 s of "training" per step
             for _ in range(4):
@@ -94,23 +94,55 @@ def test_redraw_interval_grows_with_render_cost_to_bound_overhead():
 
 
 def test_the_next_view_paces_its_first_frame_by_the_last_first_frame(monkeypatch):
-    """A first frame costs 2-3 in-place frames; a %%losses cell's view is new
+    """A first frame costs 2-4 in-place frames; a %%losses cell's view is new
     each time: its first frame waits for what the last first frame cost."""
-    monkeypatch.setattr(LiveView, "first_frame_seconds", 0.1)
+    monkeypatch.setattr(LiveView, "first_frame_seconds", 0.005)
     rec, model, x, y = _recorder_with_steps(2)
     try:
         clock = FakeClock()
         first = LiveView(rec, clock=clock, min_interval=0.25)
-        assert np.isclose(first._interval, 0.1 * 0.98 / 0.02)  # 4.9 s: nothing measured yet
-        _make_frames_take(first, clock, 0.3)
+        assert np.isclose(first._interval, 0.005 * 0.99 / 0.01)  # 0.495 s: nothing measured yet
+        _make_frames_take(first, clock, 0.015)
         model.train_on_batch(x[:16], y[:16])
-        clock.now += 5.0
-        assert first.update() and np.isclose(LiveView.first_frame_seconds, 0.3)
+        clock.now += 0.5
+        assert first.update() and np.isclose(LiveView.first_frame_seconds, 0.015)
+        assert np.isclose(first._interval, 0.015 * 0.99 / 0.01)  # the next frame pays for it
         second = LiveView(rec, clock=clock, min_interval=0.25)
-        assert np.isclose(second._interval, 0.3 * 0.98 / 0.02)  # 14.7 s, not 4.9
-        clock.now += 10.0
-        assert not second.update()  # a 10 s fit shows no throttled frame...
-        assert second.update(final=True)  # ...only the final one
+        assert np.isclose(second._interval, 0.015 * 0.99 / 0.01)  # 1.485 s, not 0.495
+        clock.now += 1.0
+        assert not second.update()
+        clock.now += 0.5
+        assert second.update()
+    finally:
+        rec.detach()
+
+
+def test_a_costly_first_frame_still_comes_within_max_first_wait(monkeypatch):
+    """At a 1 % budget an 80 ms first frame would wait 7.9 s: a whole short
+    fit without a picture. It comes at max_first_wait instead, and the next
+    frame waits until the first is paid for."""
+    monkeypatch.setattr(LiveView, "first_frame_seconds", 0.08)
+    rec, model, x, y = _recorder_with_steps(2)
+    try:
+        clock = FakeClock()
+        view = LiveView(rec, clock=clock, min_interval=0.25)
+        assert view.max_overhead == 0.01 and view.max_first_wait == 2.0
+        assert np.isclose(view._interval, 2.0)  # not 0.08 * 0.99 / 0.01 = 7.92 s
+        _make_frames_take(view, clock, 0.08)
+        model.train_on_batch(x[:16], y[:16])
+        clock.now += 1.9
+        assert not view.update()
+        clock.now += 0.1
+        assert view.update() and view.renders == 1  # at 2 s
+        assert np.isclose(view._interval, 0.08 * 0.99 / 0.01)  # then 7.92 s until the next
+        clock.now += 7.0
+        assert not view.update()
+        clock.now += 1.0
+        assert view.update() and view.renders == 2
+        slow = LiveView(rec, clock=clock, min_interval=0.25, max_first_wait=30.0)
+        assert np.isclose(slow._interval, 0.08 * 0.99 / 0.01)  # a caller may wait longer
+        quick = LiveView(rec, clock=clock, min_interval=0.25, max_first_wait=0.0)
+        assert quick._interval == 0.25  # never below min_interval
     finally:
         rec.detach()
 
@@ -213,7 +245,7 @@ def test_many_rapid_updates_keep_the_throttle_and_leak_no_figure(capfd):
     rec, model, x, y = _recorder_with_steps(1)
     try:
         clock = FakeClock()
-        view = LiveView(rec, clock=clock, min_interval=0.25, first_frame_cost=0.01)
+        view = LiveView(rec, clock=clock, min_interval=0.25, first_frame_cost=0.005)
         frames = []
         view.image.observe(lambda change: frames.append(clock.now), names="value")
         rec.add_listener(view)
