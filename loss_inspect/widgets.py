@@ -100,6 +100,8 @@ class LiveView:
 
     Raises:
         ImportError: ipywidgets cannot be imported.
+        ValueError: ``max_overhead`` is not between 0 and 1, or
+            ``min_interval`` / ``max_first_wait`` is negative or not a number.
     """
 
     #: What the last first frame of a default view cost in this process, in
@@ -108,7 +110,10 @@ class LiveView:
 
     def __init__(self, recorder, *, view="stack", phase="train", logy=False,
                  smoothing=0, hidden=(), min_interval=0.25, max_overhead=0.01,
-                 max_first_wait=2.0, first_frame_cost=None, dpi=80, final_in_fit=True, clock=time.monotonic):
+                 max_first_wait=2.0, first_frame_cost=None, dpi=80, final_in_fit=True,
+                 clock=time.monotonic):
+        _check_pacing(min_interval=min_interval, max_overhead=max_overhead,
+                      max_first_wait=max_first_wait)
         widgets = _ipywidgets("li.LiveView")
         self.recorder = recorder
         self.final_in_fit = final_in_fit
@@ -218,6 +223,22 @@ class LiveView:
 
     def __repr__(self) -> str:
         return repr(self.widget)
+
+
+def _check_pacing(*, min_interval, max_overhead, max_first_wait) -> None:
+    """A bad pacing argument would divide by zero at the first frame, inside
+    training, or never draw: refuse it when the view is made."""
+    def is_number(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    if not (is_number(max_overhead) and 0 < max_overhead < 1):
+        raise ValueError(
+            "max_overhead is the largest share of wall time spent drawing, a number "
+            f"between 0 and 1 (0.01 is 1 %); got max_overhead={max_overhead!r}.")
+    for name, value in (("min_interval", min_interval), ("max_first_wait", max_first_wait)):
+        if not (is_number(value) and value >= 0):
+            raise ValueError(f"{name} is a time in seconds, a number >= 0; "
+                             f"got {name}={value!r}.")
 
 
 class Dashboard:

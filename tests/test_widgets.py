@@ -147,6 +147,28 @@ def test_a_costly_first_frame_still_comes_within_max_first_wait(monkeypatch):
         rec.detach()
 
 
+@pytest.mark.parametrize("kwargs, shown", [
+    (dict(max_overhead=0), "max_overhead=0"),
+    (dict(max_overhead=1.5), "max_overhead=1.5"),
+    (dict(max_overhead="1%"), "max_overhead='1%'"),
+    (dict(min_interval=-1), "min_interval=-1"),
+    (dict(max_first_wait=float("nan")), "max_first_wait=nan"),
+    (dict(max_first_wait=None), "max_first_wait=None"),
+])
+def test_bad_pacing_is_refused_with_the_value_and_the_expected_range(kwargs, shown):
+    rec, model, x, y = _recorder_with_steps(1)
+    try:
+        with pytest.raises(ValueError) as caught:
+            LiveView(rec, **kwargs)
+        message = str(caught.value)
+        assert shown in message
+        assert ("between 0 and 1" if "max_overhead" in kwargs else ">= 0") in message
+        model.train_on_batch(x[:16], y[:16])  # the recorder goes on recording
+        assert rec.history.records == 1
+    finally:
+        rec.detach()
+
+
 def test_text_repr_is_constant_for_nbval():
     rec, model, x, y = _recorder_with_steps(2)
     try:
