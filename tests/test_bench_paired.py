@@ -79,3 +79,48 @@ def test_a_short_real_run_records_every_attached_step(backend):
     assert [(row[1], row[2]) for row in rows] == [(backend, "tiny (128 steps/fit)")] * 2
     assert rows[1][3] == f"{result['ratio']:.3f}×"
     assert rows[1][5] == ("≤ 1.05×" if backend == "torch" else "≤ 1.03×")
+
+
+def test_the_tiny_model_is_also_measured_in_one_step_and_on_jax_in_long_fits():
+    assert _paired.fit_lengths("mid", "jax") == ["short"]
+    assert _paired.fit_lengths("tiny", "torch") == ["short", "one-step"]
+    assert _paired.fit_lengths("tiny", "jax") == ["short", "one-step", "long"]
+
+
+def test_a_one_step_run_reports_the_fixed_cost_per_fit_without_a_target(backend):
+    result = _paired.measure("tiny", 0.3, lambda message: None, "one-step")
+    assert result["steps_per_fit"] == 1 and result["epochs"] == 1
+    assert result["steps_recorded"] == result["steps_expected"] > 0
+    assert result["plain_fit_ms"] > 0
+    aa, ratio = _report._paired_rows({backend: {"results": [result]}})
+    assert ratio[0] == _report.PAIRED_LABELS["one-step"] and ratio[2] == "tiny (1 step/fit)"
+    fit_us = 1e3 * result["plain_fit_ms"]
+    assert ratio[4].startswith(f"{(result['ratio'] - 1) * fit_us:+.0f} µs per `fit()`")
+    assert ratio[5:] == ("—", "—")  # a diagnostic, judged against no target
+
+
+def _long_result(ratio, interval, recorded=2048 * 40):
+    return {"model": "tiny", "fit_length": "long", "epochs": 16, "steps_per_fit": 2048,
+            "plain_fit_ms": 300.0, "pairs": [20, 20, 20], "plain_step_ms": 0.15,
+            "aa_ratio": 1.0, "aa_interval": [0.99, 1.01], "aa_log_sd": 0.02,
+            "bias": 1.0, "bias_interval": [0.99, 1.01], "ratio": ratio,
+            "interval": interval, "steps_recorded": recorded, "steps_expected": 2048 * 40}
+
+
+def test_long_fits_are_judged_against_the_target_like_one_epoch_fits():
+    rows = _report._paired_rows({"jax": {"results": [_long_result(0.97, [0.95, 0.99])]}})
+    assert rows[1][:3] == (_report.PAIRED_LABELS["long"], "jax",
+                           "tiny (16 epochs × 128 steps/fit)")
+    assert rows[1][5:] == ("≤ 1.03×", "yes")
+    late = _report._paired_rows({"jax": {"results": [_long_result(1.02, [1.00, 1.04])]}})
+    assert late[1][6] == "not resolved (interval crosses the target)"
+    lost = _report._paired_rows({"jax": {"results": [_long_result(0.97, [0.95, 0.99], 10)]}})
+    assert lost[1][6] == "no"  # unrecorded steps are never a pass
+
+
+def test_every_fit_length_of_a_model_gets_its_rows_in_order():
+    short = dict(_long_result(1.05, [1.04, 1.06]), fit_length="short", epochs=1,
+                 steps_per_fit=128, steps_recorded=128 * 40, steps_expected=128 * 40)
+    rows = _report._paired_rows({"jax": {"results": [short, _long_result(0.97, [0.95, 0.99])]}})
+    assert [row[2] for row in rows] == ["tiny (128 steps/fit)"] * 2 + [
+        "tiny (16 epochs × 128 steps/fit)"] * 2

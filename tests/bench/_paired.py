@@ -50,6 +50,22 @@ import _overhead  # sibling module (tests/bench is on the path, as for _report)
 #: given, but long enough that Keras's own per-fit setup (a few ms) does not
 #: dilute the steps: 8 steps of the mid model, one 128-step epoch of the tiny one.
 STEPS_PER_FIT = {"tiny": 128, "mid": 8}
+#: Other fit lengths measured on the tiny model, as (steps per epoch, epochs):
+#: "one-step" fits weigh the recorder's fixed cost per ``fit()`` (its fit
+#: wrapper, epoch callback, the read when ``fit()`` returns) against Keras's
+#: own, and give it in µs; "long" fits (16 epochs) are what a user's fit()
+#: of that model sees when it is not one epoch long. Only on JAX, where the
+#: fit's length changes the ratio (Keras's thread-pool batch ends; see
+#: docs/performance.md); on TensorFlow and torch a pair of long fits takes
+#: seconds, too few pairs for an interval.
+FIT_LENGTHS = {"short": None, "one-step": (1, 1), "long": (128, 16)}
+
+
+def fit_lengths(model_name, backend):
+    """The fit lengths the benchmark measures for ``model_name`` on ``backend``."""
+    if model_name != "tiny":
+        return ["short"]
+    return ["short", "one-step"] + (["long"] if backend == "jax" else [])
 #: The three phases run in this many cycles (A/A, recorder on B, recorder on
 #: A, again and again), so that a drift of the host or of one instance's
 #: speed over the run falls on all three alike.
@@ -61,19 +77,23 @@ PHASE_TEXT = {"aa": "A/A B/A", "one": "recorder on B: B/A", "two": "recorder on 
 RESAMPLES = 2000
 
 
-def measure(model_name, seconds_per_phase, log):
-    """Run the three phases, in `CYCLES` cycles, on ``model_name``; a JSON-able dict."""
+def measure(model_name, seconds_per_phase, log, fit_length="short"):
+    """Run the three phases, in `CYCLES` cycles, on ``model_name``; a JSON-able dict.
+
+    ``fit_length``: a key of `FIT_LENGTHS` ("short": `STEPS_PER_FIT`, one epoch).
+    """
     import loss_inspect as li
 
-    steps_per_fit = STEPS_PER_FIT[model_name]
+    steps_per_epoch, epochs = FIT_LENGTHS[fit_length] or (STEPS_PER_FIT[model_name], 1)
+    steps_per_fit = steps_per_epoch * epochs
     x, y, batch = _overhead.data(model_name)
-    n = steps_per_fit * batch
+    n = steps_per_epoch * batch
     x, y = x[:n], y[:n]
     models = {"A": _overhead.build(model_name), "B": _overhead.build(model_name)}
 
     def fit(name):
         start = time.perf_counter()
-        models[name].fit(x, y, batch_size=batch, epochs=1, verbose=0)
+        models[name].fit(x, y, batch_size=batch, epochs=epochs, verbose=0)
         return time.perf_counter() - start
 
     def settle():
@@ -108,7 +128,7 @@ def measure(model_name, seconds_per_phase, log):
                 steps_recorded += recorder.history.records
                 steps_expected += steps_per_fit * (SETTLE_FITS + len(logs))
                 recorder.detach()
-        log(f"  {model_name} paired, cycle {cycle + 1}/{CYCLES}: " + ", ".join(
+        log(f"  {model_name} paired ({fit_length}), cycle {cycle + 1}/{CYCLES}: " + ", ".join(
             f"{PHASE_TEXT[k]} {np.exp(np.median(v[0])):.4f} ({len(v[0])} pairs)"
             for k, v in phases.items()))
     (aa, aa_fit), (one, one_fit), (two, two_fit) = (
@@ -122,7 +142,10 @@ def measure(model_name, seconds_per_phase, log):
     plain_fit_s = statistics.median(aa_fit + one_fit + two_fit)
     result = {
         "model": model_name,
+        "fit_length": fit_length,
+        "epochs": epochs,
         "steps_per_fit": steps_per_fit,
+        "plain_fit_ms": 1e3 * plain_fit_s,
         "pairs": [len(aa), len(one), len(two)],
         "plain_step_ms": 1e3 * plain_fit_s / steps_per_fit,
         "aa_ratio": median_ratio(aa),

@@ -34,6 +34,8 @@ REFERENCE = {
 PAIRED_LABELS = {
     "aa": "A/A control, paired short fits: instance B over A, nothing attached",
     "ratio": "recorder, paired short fits (crossover of two instances), every step",
+    "one-step": "recorder, paired 1-step fits (crossover): its fixed cost per `fit()`",
+    "long": "recorder, paired multi-epoch fits (crossover), every step",
 }
 KERNEL_LABEL = ("`%%losses` cell in a real IPython kernel (recorder + live widget): "
                 "its `fit()` over a plain cell's")
@@ -163,14 +165,18 @@ def _crossover_rows(children, failed_label, model_rows):
             rows.append((failed_label, backend, "—", "failed", res["error"], "—", "no"))
     for model in ("tiny", "mid"):
         for backend, res in children.items():
-            run = next((r for r in res.get("results", []) if r["model"] == model), None)
-            if run is not None:
+            for run in (r for r in res.get("results", []) if r["model"] == model):
                 rows += model_rows(backend, run)
     return rows
 
 
 def _paired_model_rows(backend, res):
-    name = f"{res['model']} ({res['steps_per_fit']} steps/fit)"
+    length = res.get("fit_length", "short")
+    epochs = res.get("epochs", 1)
+    if epochs > 1:
+        name = f"{res['model']} ({epochs} epochs × {res['steps_per_fit'] // epochs} steps/fit)"
+    else:
+        name = f"{res['model']} ({res['steps_per_fit']} step{'s' * (res['steps_per_fit'] != 1)}/fit)"
     low, high = res["aa_interval"]
     aa = (PAIRED_LABELS["aa"], backend, name, _x(res["aa_ratio"]),
           f"95 % interval {low:.3f}–{high:.3f}; {res['pairs'][0]} pairs; "
@@ -181,8 +187,15 @@ def _paired_model_rows(backend, res):
               f"{res['pairs'][2]} pairs; instance bias {_bias(res)} (cancelled)")
     complete = res["steps_recorded"] == res["steps_expected"]
     detail += _unrecorded(res)
+    label = PAIRED_LABELS["ratio" if length == "short" else length]
+    if length == "one-step":  # a diagnostic: what a fit() costs besides its steps
+        fit_us = 1e3 * res["plain_fit_ms"]
+        detail = (f"{(res['ratio'] - 1) * fit_us:+.0f} µs per `fit()` "
+                  f"({(low - 1) * fit_us:+.0f} to {(high - 1) * fit_us:+.0f}) over a plain "
+                  f"1-step `fit()` of {res['plain_fit_ms']:.2f} ms; " + detail)
+        return [aa, (label, backend, name, _x(res["ratio"]), detail, "—", "—")]
     text, limit = target(res["model"], "recorder", backend)
-    return [aa, (PAIRED_LABELS["ratio"], backend, name, _x(res["ratio"]), detail, text,
+    return [aa, (label, backend, name, _x(res["ratio"]), detail, text,
                  paired_verdict(res["ratio"], high, limit, complete,
                                 res["aa_interval"], res.get("bias_interval")))]
 
@@ -392,7 +405,12 @@ NOTES = """\
   interval is within the target, and the row checks that every step of the
   attached fits was recorded. The mid model's short fits weigh the
   recorder's per-fit work (reading its buffer when `fit()` returns) 4 to 12
-  times as much as the rounds above do.
+  times as much as the rounds above do. Two more lengths of the tiny
+  model: 1-step fits, whose ratio is the recorder's fixed cost per `fit()`
+  (given in µs: what separates the paired fits from the single steps
+  below; no target), and, on JAX, 16-epoch fits of 2,048 steps: under
+  Keras's thread-pool batch ends the length of a JAX `fit()` changes its
+  ratio (docs/performance.md), so one epoch is not the only fit to judge.
 - Interleaved single steps (`_steps.py`): two instances again, but one
   training step of each at a time (the model's own `train_function`, as
   `fit()` calls it, on one batch), the order alternating, so that the

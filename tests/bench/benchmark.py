@@ -47,7 +47,8 @@ from importlib import metadata
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-import _report  # noqa: E402 - sibling modules of this script
+import _paired  # noqa: E402 - sibling modules of this script
+import _report  # noqa: E402
 import _scale  # noqa: E402
 
 BACKENDS = ("jax", "tensorflow", "torch")
@@ -103,10 +104,9 @@ def child(argv):
             result = _overhead.run(settings["models"], settings["rounds"],
                                    settings["seconds"], settings["live_seconds"], tmp, log)
     elif args.child == "paired":
-        import _paired
-
-        result = {"results": [_paired.measure(model, settings["paired_seconds"], log)
-                              for model in settings["models"]]}
+        result = {"results": [
+            _paired.measure(model, settings["paired_seconds"], log, length)
+            for model in settings["models"] for length in _paired.fit_lengths(model, backend)]}
     elif args.child == "steps":
         import _steps
 
@@ -311,7 +311,8 @@ def main(argv=None):
                 stage(f"paired short fits on {backend} ...")
                 paired[backend] = _run_child(
                     "paired", backend, settings, tmp, extra_env=malloc_env,
-                    timeout=len(models) * (3 * settings["paired_seconds"] + 600))
+                    timeout=sum(len(_paired.fit_lengths(model, backend)) for model in models)
+                    * (3 * settings["paired_seconds"] + 600))
             if settings["steps_seconds"] > 0:
                 stage(f"interleaved single steps on {backend} ...")
                 steps[backend] = _run_child(
