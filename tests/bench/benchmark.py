@@ -53,7 +53,7 @@ import _scale  # noqa: E402
 
 BACKENDS = ("jax", "tensorflow", "torch")
 
-#: Settings of a full run (about 55 minutes on a 2-core CPU) and of --quick.
+#: Settings of a full run (about an hour on a 2-core CPU) and of --quick.
 #: ``seconds``: target length of one plain fit() per model (whole epochs, at least 1).
 #: ``live_seconds``: length of the live widget's fits (and of their plain
 #: reference), long enough for its throttled frames; models without one skip it.
@@ -232,7 +232,7 @@ def main(argv=None):
                         help="comma-separated subset of jax,tensorflow,torch")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: one round, short fits, 2,000 torch steps "
-                             "(about 15 minutes on a 2-core CPU; less with --models tiny "
+                             "(about 17 minutes on a 2-core CPU; less with --models tiny "
                              "or --paired-seconds 0)")
     parser.add_argument("--rounds", type=int,
                         help="timed rounds of interleaved fits (default 6, --quick 1; "
