@@ -32,7 +32,7 @@ REFERENCE = {
     ("naive", "tensorflow"): 1.06, ("naive", "jax"): 1.24, ("naive", "torch"): 1.16,
 }
 PAIRED_LABELS = {
-    "aa": "A/A control, paired short fits: instance B over A, nothing attached",
+    "aa": "A/A control, paired fits: instance B over A, nothing attached",
     "ratio": "recorder, paired short fits (crossover of two instances), every step",
     "one-step": "recorder, paired 1-step fits (crossover): its fixed cost per `fit()`",
     "long": "recorder, paired multi-epoch fits (crossover), every step",
