@@ -41,7 +41,9 @@ class Term:
             the term comes from, or ``None`` for compiled and residual terms.
         output: model output a compiled term belongs to, else ``None``.
         weight: the ``loss_weights`` factor already applied to a compiled
-            term, else ``None``.
+            term, else ``None``; also ``None`` once the factor changed while
+            recording (the model was compiled again with other
+            ``loss_weights``): each record holds that step's weighted loss.
     """
 
     key: str
@@ -462,10 +464,18 @@ class LossHistory:
 
     # ------------------------------------------------------------ recording
     def _add_term(self, term: Term) -> int:
-        """Register ``term`` (idempotent for an equal term) and return its column."""
+        """Register ``term`` (idempotent for an equal term) and return its column.
+
+        A compiled term whose loss weight changed (a recompile with other
+        ``loss_weights``) keeps its column, so its series goes on; its
+        ``weight`` becomes None, since no one factor applies to all records.
+        """
         if term.key in self._columns:
             col = self._columns[term.key]
-            if self._terms[col] != term:
+            known = self._terms[col]
+            if known != term and dataclasses.replace(known, weight=term.weight) == term:
+                self._terms[col] = dataclasses.replace(known, weight=None)
+            elif known != term:
                 raise ValueError(
                     f"Term key {term.key!r} is already used by {self._terms[col]}; "
                     f"cannot add {term}. This is a loss_inspect bug; please report it."

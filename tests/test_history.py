@@ -52,6 +52,25 @@ def two_term_history():
 # ---------------------------------------------------------------- Term
 
 
+def test_a_compiled_term_whose_loss_weight_changed_keeps_its_column_and_forgets_the_weight():
+    h = LossHistory()
+    first = h._add_term(Term("compiled:b", "compiled", output="b", weight=0.2))
+    append(h, TRAIN, [first], [[0.5]], steps=[1], epochs=[0])
+    again = h._add_term(Term("compiled:b", "compiled", output="b", weight=3.0))
+    append(h, TRAIN, [again], [[7.5]], steps=[2], epochs=[0])
+    assert again == first and h.keys() == ["compiled:b"]
+    assert h.term("compiled:b").weight is None  # no one factor holds for both records
+    np.testing.assert_array_equal(h["compiled:b"], [0.5, 7.5])
+    assert h._add_term(Term("compiled:b", "compiled", output="b", weight=0.2)) == first
+
+
+def test_a_term_key_taken_by_another_kind_of_term_is_still_refused():
+    h = LossHistory()
+    h._add_term(Term("compiled:b", "compiled", output="b", weight=0.2))
+    with pytest.raises(ValueError, match="already used"):
+        h._add_term(Term("compiled:b", "compiled", output="c", weight=0.2))
+
+
 @pytest.mark.parametrize("kind", ["loss", "Compiled", "", "regularizers"])
 def test_term_with_unknown_kind_raises_value_error_naming_kinds(kind):
     with pytest.raises(ValueError, match="kind must be one of") as info:

@@ -210,6 +210,35 @@ def test_invariants_multi_output(container, loss_weights, none_output):
         np.testing.assert_allclose(means, expected, rtol=1e-5)
 
 
+
+def test_eager_steps_take_the_new_loss_weights_after_a_recompile():
+    """Eager steps find their layout by what decides it (phase, outputs,
+    origins); a recompile with other loss weights must not reuse the old
+    layout or weights: the terms would then miss Keras's new total."""
+    x, y = models.multi_output_data("dict")
+    model = models.multi_output("dict", {"a": 1.0, "b": 0.2})
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss={"a": "mse", "b": "mae"},
+                  loss_weights={"a": 1.0, "b": 0.2}, run_eagerly=True)
+    with li.attach(model) as rec:
+        first = model.fit(x, y, **FIT).history
+        model.compile(optimizer=keras.optimizers.SGD(0.05), loss={"a": "mse", "b": "mae"},
+                      loss_weights={"a": 1.0, "b": 3.0}, run_eagerly=True)
+        second = model.fit(x, y, **FIT).history
+    h = rec.history
+    assert_terms_sum_to_total(h)  # with the old weights, 'compiled:b' would miss the total
+    train = h.select(phase="train")
+    steps_per_fit = FIT["epochs"] * len(x) // FIT["batch_size"]
+    assert len(train) == 2 * steps_per_fit
+    by_epoch = lambda values: values.reshape(2 * FIT["epochs"], -1).mean(axis=1)  # noqa: E731
+    np.testing.assert_allclose(by_epoch(train["total"]), first["loss"] + second["loss"],
+                               rtol=1e-6)
+    np.testing.assert_allclose(by_epoch(train["compiled:b"])[FIT["epochs"]:],
+                               3.0 * np.asarray(second["b_loss"]), rtol=1e-5)
+    np.testing.assert_allclose(by_epoch(train["compiled:b"])[:FIT["epochs"]],
+                               0.2 * np.asarray(first["b_loss"]), rtol=1e-5)
+    # the series goes on under its key; no one weight applies to all of it
+    assert h.term("compiled:b").weight is None and h.term("compiled:a").weight == 1.0
+
 # Un-jitted JAX is not bit-repeatable here: two *plain* jit_compile=False
 # fits in one process give val_loss 1.22785 or 1.22494 depending on what the
 # process compiled before (no recorder involved). Fresh processes do not help:
