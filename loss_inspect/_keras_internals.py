@@ -189,7 +189,7 @@ def detach_all(values) -> tuple:
     keep no graph alive; they are returned as they are."""
     if backend() != "torch":
         return tuple(values)
-    return tuple(v.detach() if hasattr(v, "detach") else v for v in values)
+    return tuple([v.detach() if hasattr(v, "detach") else v for v in values])
 
 
 def stack_scalars(values, dtype):

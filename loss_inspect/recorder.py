@@ -193,6 +193,7 @@ class Recorder(RowReadback):
         self._history = LossHistory()
         self._layouts = _capture.LayoutTable()
         self._layout_columns: dict[int, np.ndarray] = {}
+        self._eager_layouts: dict[tuple, tuple] = {}  # see RowReadback._emit_eager
         self._registry = LossRegistry()
         self._capture: _capture.StepCapture | None = None
         self._phase: str | None = None
