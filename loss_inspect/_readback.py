@@ -199,6 +199,14 @@ class RowReadback:
         self._flush_eager_rows()
         self._read_state()
 
+    def _flush_or_warn(self) -> None:
+        """`_flush` inside Keras's loop: a failure is this library's bug, and
+        it is reported as one (`_internal_error`) instead of ending training."""
+        try:
+            self._flush()
+        except Exception as exc:
+            self._internal_error(exc)
+
     def _flush_quietly(self) -> None:
         """`_flush` while another exception is on its way: it must win."""
         try:

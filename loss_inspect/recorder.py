@@ -131,11 +131,11 @@ class _EpochTracker(keras.callbacks.Callback):
         self._recorder = recorder
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._recorder._flush()  # rows of the previous epoch keep its number
+        self._recorder._flush_or_warn()  # rows of the previous epoch keep its number
         self._recorder._epoch = int(epoch)
 
     def on_train_end(self, logs=None):
-        self._recorder._flush()  # the last epoch's rows keep its number
+        self._recorder._flush_or_warn()  # the last epoch's rows keep its number
         self._recorder._epoch = NO_EPOCH
 
 
@@ -569,7 +569,7 @@ class Recorder(RowReadback):
                     callbacks.callbacks.remove(tracker)
                 recorder._left_entry_point()
             recorder._fit_depth -= 1
-            recorder._flush()
+            recorder._flush_or_warn()
             recorder._epoch = NO_EPOCH
             recorder._notify(final=True)
             recorder._raise_pending()
@@ -691,7 +691,10 @@ class Recorder(RowReadback):
             finally:
                 recorder._phase = outer
             if kind != "predict" and recorder._attached:
-                recorder._after_execution(output, state, jax_index, rows_per_call)
+                try:
+                    recorder._after_execution(output, state, jax_index, rows_per_call)
+                except Exception as exc:  # never let the recorder break training
+                    recorder._internal_error(exc)
                 if first_call[0]:
                     first_call[0] = False
                     if recorder._compute_loss_calls == calls_before:

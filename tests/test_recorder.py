@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 import loss_inspect as li
+from loss_inspect.history import LossHistory
 import models
 
 FIT = dict(batch_size=16, epochs=2, verbose=0, shuffle=False)
@@ -238,6 +239,29 @@ def test_eager_steps_take_the_new_loss_weights_after_a_recompile():
                                0.2 * np.asarray(first["b_loss"]), rtol=1e-5)
     # the series goes on under its key; no one weight applies to all of it
     assert h.term("compiled:b").weight is None and h.term("compiled:a").weight == 1.0
+
+
+def test_a_failure_in_reading_rows_is_reported_and_training_goes_on(monkeypatch):
+    """The read path runs inside Keras's loop (the step wrapper, the epoch
+    callback); a bug there warns once and loses only the rows of that read."""
+    x, y = models.data()
+    model = models.mlp()
+    real, failures = LossHistory._append, []
+
+    def append_failing_once(self, *args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("injected read failure")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(LossHistory, "_append", append_failing_once)
+    with li.attach(model) as rec:
+        with pytest.warns(RuntimeWarning, match="could not record a step.*injected read failure"):
+            logs = model.fit(x, y, **FIT).history
+    assert len(logs["loss"]) == FIT["epochs"] and failures
+    train = rec.history.select(phase="train")
+    assert list(train.epochs) == [1] * (len(x) // FIT["batch_size"])  # the first epoch's read failed
+    assert_terms_sum_to_total(train)
 
 # Un-jitted JAX is not bit-repeatable here: two *plain* jit_compile=False
 # fits in one process give val_loss 1.22785 or 1.22494 depending on what the
