@@ -78,36 +78,43 @@ class RowReadback:
         entry = self._eager_layouts.get(key)
         if (entry is None or entry[1] is not self._compiled_info
                 or entry[2] is not self._regularizer_paths):
-            origins, values = self._terms(capture)
-            layout = self._layouts.intern(self._phase, origins)
             per_output = self._per_output(parts)
+            layout = self._layouts.intern(self._phase, self._origins(capture, per_output))
             self._eager_layouts[key] = (
                 layout, self._compiled_info, self._regularizer_paths, per_output)
         else:
             layout, per_output = entry[0], entry[3]
-            if per_output:
-                values = self._weighted_parts(parts)
-            else:
-                values = [] if capture.compiled_total is None else [capture.compiled_total]
-            values += [value for _, value in capture.added]
+        values = self._values(capture, per_output)
         batch = float(_capture.batch_size_of(y_pred))
         self._eager_rows.append((layout, batch, _capture.eager_row(total, values)))
 
     def _terms(self, capture: _capture.StepCapture) -> tuple[list[Origin], list]:
         """Origins and values of the terms one ``compute_loss`` call saw."""
-        parts = capture.compiled_parts
-        if self._per_output(parts):
+        per_output = self._per_output(capture.compiled_parts)
+        return self._origins(capture, per_output), self._values(capture, per_output)
+
+    def _origins(self, capture: _capture.StepCapture, per_output: bool) -> list[Origin]:
+        """Where each term of `_values` comes from, in the same order."""
+        if per_output:
             info = self._compiled_info
-            origins = [Origin("compiled", None, *info[index]) for index, _ in parts]
-            values = self._weighted_parts(parts)
+            origins = [Origin("compiled", None, *info[i]) for i, _ in capture.compiled_parts]
         elif capture.compiled_total is not None:
-            origins, values = [Origin("compiled")], [capture.compiled_total]
+            origins = [Origin("compiled")]
         else:
-            origins, values = [], []
-        added = capture.added
-        origins += attribute_added([t for t, _ in added], self._registry, self._regularizer_paths)
-        values += [v for _, v in added]
-        return origins, values
+            origins = []
+        added = [tensor for tensor, _ in capture.added]
+        return origins + attribute_added(added, self._registry, self._regularizer_paths)
+
+    def _values(self, capture: _capture.StepCapture, per_output: bool) -> list:
+        """The step's term values: the compiled loss (per output where
+        ``per_output``), then each added loss."""
+        if per_output:
+            values = self._weighted_parts(capture.compiled_parts)
+        elif capture.compiled_total is not None:
+            values = [capture.compiled_total]
+        else:
+            values = []
+        return values + [value for _, value in capture.added]
 
     def _per_output(self, parts) -> bool:
         """Can the compiled loss be split by output? Each output's loss was

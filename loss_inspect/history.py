@@ -473,13 +473,13 @@ class LossHistory:
         if term.key in self._columns:
             col = self._columns[term.key]
             known = self._terms[col]
-            if known != term and dataclasses.replace(known, weight=term.weight) == term:
+            if known != term:
+                if dataclasses.replace(known, weight=term.weight) != term:
+                    raise ValueError(
+                        f"Term key {term.key!r} is already used by {known}; cannot add "
+                        f"{term}. This is a loss_inspect bug; please report it."
+                    )
                 self._terms[col] = dataclasses.replace(known, weight=None)
-            elif known != term:
-                raise ValueError(
-                    f"Term key {term.key!r} is already used by {self._terms[col]}; "
-                    f"cannot add {term}. This is a loss_inspect bug; please report it."
-                )
             return col
         col = len(self._terms)
         self._terms.append(term)
