@@ -186,6 +186,13 @@ class RowReadback:
         self._flush()
         self._step = max(self._step, _optimizer_iterations(model))
 
+    def _sync_step_or_warn(self, model) -> None:
+        """`_sync_step` as a Keras entry point starts: a failed read is this
+        library's bug (`_flush_or_warn`), the user's ``fit()`` runs, and the
+        step count stays the optimizer's."""
+        self._flush_or_warn()
+        self._step = max(self._step, _optimizer_iterations(model))
+
     def _drop_unfinished_eager_rows(self, kind: str, start: int) -> None:
         """Forget the rows of an eager step that an exception (Ctrl-C) cut
         short, unless the optimizer applied it: the history then holds

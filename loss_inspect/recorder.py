@@ -546,7 +546,7 @@ class Recorder(RowReadback):
                 bound.arguments["callbacks"] = [*(callbacks or []), tracker]
             model = recorder.model
             if recorder._entry_depth == 0 and recorder._attached:
-                recorder._sync_step(model)
+                recorder._sync_step_or_warn(model)
                 recorder._ensure_state(model)
             recorder._fit_depth += 1
             recorder._entry_depth += 1
@@ -587,7 +587,7 @@ class Recorder(RowReadback):
         @functools.wraps(original)
         def entry_point(*args, **kwargs):
             if recorder._entry_depth == 0 and recorder._attached:
-                recorder._sync_step(recorder.model)
+                recorder._sync_step_or_warn(recorder.model)
             recorder._entry_depth += 1
             outer_slice_rows = recorder._slice_rows
             recorder._slice_rows = slice_rows or outer_slice_rows

@@ -27,6 +27,7 @@ import pytest
 
 import loss_inspect as li
 from loss_inspect.history import LossHistory
+from loss_inspect._readback import RowReadback
 import models
 
 FIT = dict(batch_size=16, epochs=2, verbose=0, shuffle=False)
@@ -262,6 +263,32 @@ def test_a_failure_in_reading_rows_is_reported_and_training_goes_on(monkeypatch)
     train = rec.history.select(phase="train")
     assert list(train.epochs) == [1] * (len(x) // FIT["batch_size"])  # the first epoch's read failed
     assert_terms_sum_to_total(train)
+
+def test_a_failure_in_reading_rows_as_fit_starts_is_reported_and_fit_runs(monkeypatch):
+    """fit() first reads the rows of what ran before it; a bug in that read
+    (outside Keras's loop) warns once, and fit() trains and records every step."""
+    x, y = models.data()
+    model = models.mlp()
+    real, failures = RowReadback._read_state, []
+
+    def read_failing_once(self, *args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("injected read failure")
+        return real(self, *args, **kwargs)
+
+    with li.attach(model) as rec:
+        model(x[:4])  # an eager forward pass, recorded before fit()
+        monkeypatch.setattr(RowReadback, "_read_state", read_failing_once)
+        with pytest.warns(RuntimeWarning, match="could not record a step.*injected read failure"):
+            logs = model.fit(x, y, **FIT).history
+    assert len(logs["loss"]) == FIT["epochs"] and failures
+    assert rec.history.select(phase="call").records == 1
+    train = rec.history.select(phase="train")
+    assert train.records == FIT["epochs"] * (len(x) // FIT["batch_size"])
+    assert list(train.steps) == list(range(1, train.records + 1))
+    assert_terms_sum_to_total(train)
+
 
 # Un-jitted JAX is not bit-repeatable here: two *plain* jit_compile=False
 # fits in one process give val_loss 1.22785 or 1.22494 depending on what the
