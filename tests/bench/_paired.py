@@ -39,8 +39,12 @@ twelve times as much in the mid model's 8-step fits as in its 32- to
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import functools
 import statistics
 import time
+import types
 
 import numpy as np
 
@@ -61,11 +65,55 @@ STEPS_PER_FIT = {"tiny": 128, "mid": 8}
 FIT_LENGTHS = {"short": None, "one-step": (1, 1), "long": (128, 16)}
 
 
-def fit_lengths(model_name, backend):
-    """The fit lengths the benchmark measures for ``model_name`` on ``backend``."""
+def runs(model_name, backend):
+    """``(fit_length, batch_end_workers)`` of each run for ``model_name`` on ``backend``.
+
+    JAX's tiny model is also measured with Keras's batch-end thread pool held
+    at one worker (`batch_end_workers`), plain and attached fits alike: a
+    diagnostic, not a user's setting. On this 2-core host the pool Keras
+    starts for every ``fit()`` grows to 2-6 workers in a 1-epoch JAX fit, and
+    how far it grows (the recorder's steps finish later, so it grows further)
+    moves a tiny fit's time by up to 40 %; held at one worker, what remains is
+    the recorder's own cost. See docs/performance.md.
+    """
     if model_name != "tiny":
-        return ["short"]
-    return ["short", "one-step"] + (["long"] if backend == "jax" else [])
+        return [("short", None)]
+    lengths = [("short", None), ("one-step", None)]
+    if backend == "jax":
+        lengths += [("long", None), ("short", 1), ("long", 1)]
+    return lengths
+
+
+@contextlib.contextmanager
+def batch_end_workers(count):
+    """Keras's batch-end thread pool held at ``count`` workers (None: as Keras has it).
+
+    Keras 3 (`keras.src.callbacks.callback_list`) starts a
+    ``concurrent.futures.ThreadPoolExecutor()`` in each ``fit()`` whose
+    callbacks allow asynchronous batch ends; this hands it one with
+    ``max_workers=count``. Yields a list that counts the pools made, so that
+    a run can prove the hold took effect (a Keras that makes its pool some
+    other way would otherwise be measured unheld without a word).
+    """
+    made = []
+    if count is None:
+        yield made
+        return
+    from keras.src.callbacks import callback_list
+
+    def pool():
+        made.append(count)
+        return concurrent.futures.ThreadPoolExecutor(max_workers=count)
+
+    saved = callback_list.concurrent
+    callback_list.concurrent = types.SimpleNamespace(
+        futures=types.SimpleNamespace(ThreadPoolExecutor=pool))
+    try:
+        yield made
+    finally:
+        callback_list.concurrent = saved
+
+
 #: The three phases run in this many cycles (A/A, recorder on B, recorder on
 #: A, again and again), so that a drift of the host or of one instance's
 #: speed over the run falls on all three alike.
@@ -77,11 +125,25 @@ PHASE_TEXT = {"aa": "A/A B/A", "one": "recorder on B: B/A", "two": "recorder on 
 RESAMPLES = 2000
 
 
-def measure(model_name, seconds_per_phase, log, fit_length="short"):
+def measure(model_name, seconds_per_phase, log, fit_length="short", workers=None):
     """Run the three phases, in `CYCLES` cycles, on ``model_name``; a JSON-able dict.
 
     ``fit_length``: a key of `FIT_LENGTHS` ("short": `STEPS_PER_FIT`, one epoch).
+    ``workers``: Keras's batch-end pool held at this many workers
+    (`batch_end_workers`); None leaves it as Keras makes it.
     """
+    with batch_end_workers(workers) as pools:
+        result = _measure(model_name, seconds_per_phase, log, fit_length, workers)
+    if workers is not None and not pools:
+        raise RuntimeError(
+            f"Keras made no batch-end thread pool through keras.src.callbacks."
+            f"callback_list.concurrent: the {workers}-worker hold had no effect "
+            f"(this Keras makes its pool another way; update _paired.batch_end_workers).")
+    result["batch_end_workers"] = workers
+    return result
+
+
+def _measure(model_name, seconds_per_phase, log, fit_length, workers):
     import loss_inspect as li
 
     steps_per_epoch, epochs = FIT_LENGTHS[fit_length] or (STEPS_PER_FIT[model_name], 1)
@@ -128,7 +190,8 @@ def measure(model_name, seconds_per_phase, log, fit_length="short"):
                 steps_recorded += recorder.history.records
                 steps_expected += steps_per_fit * (SETTLE_FITS + len(logs))
                 recorder.detach()
-        log(f"  {model_name} paired ({fit_length}), cycle {cycle + 1}/{CYCLES}: " + ", ".join(
+        held = "" if workers is None else f", {workers}-worker batch-end pool"
+        log(f"  {model_name} paired ({fit_length}{held}), cycle {cycle + 1}/{CYCLES}: " + ", ".join(
             f"{PHASE_TEXT[k]} {np.exp(np.median(v[0])):.4f} ({len(v[0])} pairs)"
             for k, v in phases.items()))
     (aa, aa_fit), (one, one_fit), (two, two_fit) = (

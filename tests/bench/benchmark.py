@@ -105,8 +105,9 @@ def child(argv):
                                    settings["seconds"], settings["live_seconds"], tmp, log)
     elif args.child == "paired":
         result = {"results": [
-            _paired.measure(model, settings["paired_seconds"], log, length)
-            for model in settings["models"] for length in _paired.fit_lengths(model, backend)]}
+            _paired.measure(model, settings["paired_seconds"], log, length, workers)
+            for model in settings["models"]
+            for length, workers in _paired.runs(model, backend)]}
     elif args.child == "steps":
         import _steps
 
@@ -311,7 +312,7 @@ def main(argv=None):
                 stage(f"paired short fits on {backend} ...")
                 paired[backend] = _run_child(
                     "paired", backend, settings, tmp, extra_env=malloc_env,
-                    timeout=sum(len(_paired.fit_lengths(model, backend)) for model in models)
+                    timeout=sum(len(_paired.runs(model, backend)) for model in models)
                     * (3 * settings["paired_seconds"] + 600))
             if settings["steps_seconds"] > 0:
                 stage(f"interleaved single steps on {backend} ...")
