@@ -6,6 +6,7 @@ rules, and a short real run whose attached fits must record every step.
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import os
 import sys
@@ -81,10 +82,39 @@ def test_a_short_real_run_records_every_attached_step(backend):
     assert rows[1][5] == ("≤ 1.05×" if backend == "torch" else "≤ 1.03×")
 
 
-def test_the_tiny_model_is_also_measured_in_one_step_and_on_jax_in_long_fits():
-    assert _paired.fit_lengths("mid", "jax") == ["short"]
-    assert _paired.fit_lengths("tiny", "torch") == ["short", "one-step"]
-    assert _paired.fit_lengths("tiny", "jax") == ["short", "one-step", "long"]
+def test_the_tiny_model_is_also_measured_in_one_step_and_on_jax_in_long_and_held_fits():
+    assert _paired.runs("mid", "jax") == [("short", None)]
+    assert _paired.runs("tiny", "torch") == [("short", None), ("one-step", None)]
+    assert _paired.runs("tiny", "jax") == [("short", None), ("one-step", None),
+                                           ("long", None), ("short", 1), ("long", 1)]
+
+
+def test_a_held_run_gives_every_fit_a_one_worker_batch_end_pool(backend):
+    if backend == "tensorflow":  # Keras dispatches TF batch ends in the main thread
+        with pytest.raises(RuntimeError, match="made no batch-end thread pool"):
+            _paired.measure("tiny", 0.3, lambda message: None, "one-step", workers=1)
+        return
+    from keras.src.callbacks import callback_list
+
+    saved = callback_list.concurrent
+    with _paired.batch_end_workers(1) as pools:
+        import keras
+
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.compile(loss="mse")
+        model.fit(np.zeros((8, 2)), np.zeros((8, 1)), batch_size=4, epochs=2, verbose=0)
+        made = concurrent.futures.ThreadPoolExecutor  # the real class, unchanged
+    assert pools == [1]  # one pool per fit(), held at one worker
+    assert callback_list.concurrent is saved
+    assert made is concurrent.futures.ThreadPoolExecutor
+
+    result = _paired.measure("tiny", 0.3, lambda message: None, "short", workers=1)
+    assert result["batch_end_workers"] == 1
+    assert result["steps_recorded"] == result["steps_expected"] > 0
+    aa, ratio = _report._paired_rows({backend: {"results": [result]}})
+    assert ratio[0] == _report.PAIRED_LABELS["held"]
+    assert ratio[2] == "tiny (128 steps/fit, 1-worker batch-end pool)"
+    assert ratio[5:] == ("—", "—")  # a diagnostic, judged against no target
 
 
 def test_a_one_step_run_reports_the_fixed_cost_per_fit_without_a_target(backend):

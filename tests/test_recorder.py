@@ -242,20 +242,27 @@ def test_eager_steps_take_the_new_loss_weights_after_a_recompile():
     assert h.term("compiled:b").weight is None and h.term("compiled:a").weight == 1.0
 
 
-def test_a_failure_in_reading_rows_is_reported_and_training_goes_on(monkeypatch):
-    """The read path runs inside Keras's loop (the step wrapper, the epoch
-    callback); a bug there warns once and loses only the rows of that read."""
-    x, y = models.data()
-    model = models.mlp()
-    real, failures = LossHistory._append, []
+def _fail_once(monkeypatch, owner, name):
+    """Make ``owner.name`` raise once (an injected read failure); the list
+    it returns gets an entry when it has."""
+    real, failures = getattr(owner, name), []
 
-    def append_failing_once(self, *args, **kwargs):
+    def failing_once(self, *args, **kwargs):
         if not failures:
             failures.append(1)
             raise RuntimeError("injected read failure")
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(LossHistory, "_append", append_failing_once)
+    monkeypatch.setattr(owner, name, failing_once)
+    return failures
+
+
+def test_a_failure_in_reading_rows_is_reported_and_training_goes_on(monkeypatch):
+    """The read path runs inside Keras's loop (the step wrapper, the epoch
+    callback); a bug there warns once and loses only the rows of that read."""
+    x, y = models.data()
+    model = models.mlp()
+    failures = _fail_once(monkeypatch, LossHistory, "_append")
     with li.attach(model) as rec:
         with pytest.warns(RuntimeWarning, match="could not record a step.*injected read failure"):
             logs = model.fit(x, y, **FIT).history
@@ -264,22 +271,15 @@ def test_a_failure_in_reading_rows_is_reported_and_training_goes_on(monkeypatch)
     assert list(train.epochs) == [1] * (len(x) // FIT["batch_size"])  # the first epoch's read failed
     assert_terms_sum_to_total(train)
 
+
 def test_a_failure_in_reading_rows_as_fit_starts_is_reported_and_fit_runs(monkeypatch):
     """fit() first reads the rows of what ran before it; a bug in that read
     (outside Keras's loop) warns once, and fit() trains and records every step."""
     x, y = models.data()
     model = models.mlp()
-    real, failures = RowReadback._read_state, []
-
-    def read_failing_once(self, *args, **kwargs):
-        if not failures:
-            failures.append(1)
-            raise RuntimeError("injected read failure")
-        return real(self, *args, **kwargs)
-
     with li.attach(model) as rec:
         model(x[:4])  # an eager forward pass, recorded before fit()
-        monkeypatch.setattr(RowReadback, "_read_state", read_failing_once)
+        failures = _fail_once(monkeypatch, RowReadback, "_read_state")
         with pytest.warns(RuntimeWarning, match="could not record a step.*injected read failure"):
             logs = model.fit(x, y, **FIT).history
     assert len(logs["loss"]) == FIT["epochs"] and failures
