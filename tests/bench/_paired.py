@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import functools
 import statistics
 import time
 import types
@@ -73,7 +72,7 @@ def runs(model_name, backend):
     diagnostic, not a user's setting. On this 2-core host the pool Keras
     starts for every ``fit()`` grows to 2-6 workers in a 1-epoch JAX fit, and
     how far it grows (the recorder's steps finish later, so it grows further)
-    moves a tiny fit's time by up to 40 %; held at one worker, what remains is
+    moves a tiny fit's time by up to 80 %; held at one worker, what remains is
     the recorder's own cost. See docs/performance.md.
     """
     if model_name != "tiny":

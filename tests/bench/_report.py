@@ -422,7 +422,7 @@ NOTES = """\
   On JAX the 1-epoch and 16-epoch fits run once more with the thread pool
   Keras starts in each `fit()` held at one worker, in plain and attached
   fits alike (no verdict: not a user's setting). How many workers Keras's
-  pool grows to in a fit moves a tiny JAX fit's time by up to 40 % on a
+  pool grows to in a fit moves a tiny JAX fit's time by up to 80 % on a
   2-core host, and the recorder's later steps make it grow further; held,
   the row shows the recorder's own cost.
 - Interleaved single steps (`_steps.py`): two instances again, but one
