@@ -58,3 +58,12 @@ def test_unrecorded_steps_are_never_a_pass():
     assert row[6] == "no" and "400 of 408 steps recorded" in row[4]
     [row] = _report._kernel_rows({"jax": {**result, "steps_recorded": 408}})
     assert row[6] == "yes"
+
+
+def test_the_counted_fits_are_sized_from_the_warm_up_plain_fit():
+    # 38 epochs took 3.95 s where 8 s were asked (TensorFlow, 2026-12-07).
+    assert _kernel.rescaled_epochs(38, 3.95, 8.0) == 77
+    assert _kernel.rescaled_epochs(40, 8.0, 8.0) == 40
+    assert _kernel.rescaled_epochs(3, 100.0, 8.0) == 1  # never fewer than one epoch
+    for broken in (0.0, -1.0, float("nan")):  # a clock that failed keeps the estimate
+        assert _kernel.rescaled_epochs(5, broken, 8.0) == 5
