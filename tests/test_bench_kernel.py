@@ -25,6 +25,7 @@ def test_a_short_real_run_records_every_watched_step_and_sends_frames(backend):
     messages = []
     result = _kernel.measure("tiny", live_seconds=0.01, seconds=0, log=messages.append)
     assert result["epochs"] == 1 and result["pairs"] == _kernel.MIN_PAIRS
+    assert result["setup_epochs"] == 1 and result["warm_up_fit_s"] > 0
     per_cell = _kernel.SETTLE_BATCHES + 128
     assert result["steps_recorded"] == result["steps_expected"] == per_cell * result["pairs"]
     # At least the final frame of each watched cell went out as a widget
@@ -60,7 +61,15 @@ def test_unrecorded_steps_are_never_a_pass():
     assert row[6] == "yes"
 
 
-def test_the_counted_fits_are_sized_from_the_warm_up_plain_fit():
+def test_the_counted_fits_are_sized_from_the_warm_up_plain_fit(backend):
+    # A real run whose setup estimate is off on purpose: the counted fits
+    # follow the warm-up fit, not the estimate.
+    result = _kernel.measure("tiny", live_seconds=0.6, seconds=0, log=lambda _: None,
+                             setup_epoch_s=10.0)
+    assert result["setup_epochs"] == 1
+    assert result["epochs"] == _kernel.rescaled_epochs(1, result["warm_up_fit_s"], 0.6)
+    assert result["steps_expected"] == result["steps_recorded"] == result["pairs"] * (
+        _kernel.SETTLE_BATCHES + 128 * result["epochs"])
     # 38 epochs took 3.95 s where 8 s were asked (TensorFlow, 2026-12-07).
     assert _kernel.rescaled_epochs(38, 3.95, 8.0) == 77
     assert _kernel.rescaled_epochs(40, 8.0, 8.0) == 40

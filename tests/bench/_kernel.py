@@ -85,14 +85,18 @@ class KernelCellError(RuntimeError):
     """A benchmark cell failed in the kernel."""
 
 
-def measure(model_name, live_seconds, seconds, log):
-    """Alternate plain and watched cells in a fresh kernel; a JSON-able dict."""
+def measure(model_name, live_seconds, seconds, log, setup_epoch_s=None):
+    """Alternate plain and watched cells in a fresh kernel; a JSON-able dict.
+
+    ``setup_epoch_s`` replaces the setup's estimate of an epoch's time (a
+    test makes it wrong on purpose: the warm-up pair must correct it).
+    """
     started = time.perf_counter()
     with running_kernel() as client:
         kernel_start_s = time.perf_counter() - started
         setup = execute(client, SETUP.format(here=HERE, model=model_name),
                         {"epoch_s": "_bench_epoch_s"})
-        epochs = max(1, round(live_seconds / setup["values"]["epoch_s"]))
+        epochs = max(1, round(live_seconds / (setup_epoch_s or setup["values"]["epoch_s"])))
         batch = _overhead.MODELS[model_name][2]
 
         def run(kind):
@@ -100,7 +104,8 @@ def measure(model_name, live_seconds, seconds, log):
             return execute(client, code, EXPRESSIONS[kind])
 
         run("watched")  # warm-up pair
-        epochs = rescaled_epochs(epochs, run("plain")["values"]["fit_s"], live_seconds)
+        sizing = {"setup_epochs": epochs, "warm_up_fit_s": run("plain")["values"]["fit_s"]}
+        epochs = rescaled_epochs(epochs, sizing["warm_up_fit_s"], live_seconds)
         steps_per_cell = SETTLE_BATCHES + epochs * _overhead.MODELS[model_name][3]
         pairs = []
         deadline = time.perf_counter() + seconds
@@ -111,7 +116,8 @@ def measure(model_name, live_seconds, seconds, log):
             log(f"  {model_name} kernel, pair {len(pairs)}: watched/plain "
                 f"{watched['values']['fit_s'] / plain['values']['fit_s']:.4f}, "
                 f"{watched['image_updates']} image update(s)")
-    return summarize(model_name, pairs, epochs, steps_per_cell, kernel_start_s)
+    return {**summarize(model_name, pairs, epochs, steps_per_cell, kernel_start_s),
+            **sizing}
 
 
 def rescaled_epochs(epochs: int, fit_s: float, live_seconds: float) -> int:
