@@ -96,7 +96,7 @@ def measure(model_name, live_seconds, seconds, log, setup_epoch_s=None):
         kernel_start_s = time.perf_counter() - started
         setup = execute(client, SETUP.format(here=HERE, model=model_name),
                         {"epoch_s": "_bench_epoch_s"})
-        epochs = max(1, round(live_seconds / (setup_epoch_s or setup["values"]["epoch_s"])))
+        epochs = rescaled_epochs(1, setup_epoch_s or setup["values"]["epoch_s"], live_seconds)
         batch = _overhead.MODELS[model_name][2]
 
         def run(kind):
