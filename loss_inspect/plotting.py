@@ -14,7 +14,8 @@ from contextlib import nullcontext
 
 import numpy as np
 
-__all__ = ["VIEWS", "plot_history", "figure_to_png", "plotted_series"]
+__all__ = ["VIEWS", "plot_history", "prepare_frame", "draw_frame", "figure_to_png",
+           "plotted_series"]
 
 #: Ways to draw the terms: stacked areas, one line each, percent of the total.
 VIEWS = ("stack", "lines", "share")
@@ -63,11 +64,34 @@ def plot_history(history, *, view="stack", phase="train", logy=False, smoothing=
         ValueError: for an unknown view or phase, or a bad smoothing or
             max_terms.
     """
+    frame = prepare_frame(history, view=view, phase=phase, logy=logy, smoothing=smoothing,
+                          hidden=hidden, max_terms=max_terms, title=title)
+    return draw_frame(frame, figure=figure)
+
+
+def prepare_frame(history, *, view="stack", phase="train", logy=False, smoothing=0,
+                  hidden=(), max_terms=8, title=None) -> "_Frame":
+    """What `plot_history` would draw, as arrays and no matplotlib.
+
+    The numpy half of a plot (selection, smoothing, decimation), so that a
+    live view can draw the frame in another process (`draw_frame` there):
+    ``frame.reduced()`` keeps only the records drawn, so it pickles small
+    whatever the history's length. Arguments and errors as `plot_history`.
+    """
     _check(view, phase, smoothing, max_terms)
     phase = "all" if phase is None else phase
     hidden = {hidden} if isinstance(hidden, str) else set(hidden)
     frame = _frame(history, view, phase, logy and view != "share", smoothing, hidden, max_terms)
-    title = f"Loss breakdown ({phase})" if title is None else title
+    frame.title = f"Loss breakdown ({phase})" if title is None else title
+    return frame
+
+
+def draw_frame(frame: "_Frame", figure=None):
+    """Draw a `prepare_frame` result: `plot_history`'s matplotlib half.
+
+    Needs nothing but the frame, so it also runs in `loss_inspect._render_process`.
+    """
+    title = frame.title
     key = (frame.layout, title)
     live = getattr(figure, "_loss_inspect_live", None)
     if live is not None and live[0] == key and figure.axes == [live[1]]:
@@ -83,6 +107,7 @@ def plot_history(history, *, view="stack", phase="train", logy=False, smoothing=
     ax = fig.add_subplot()
     ax.set_title(title)
     ax.set_xlabel(frame.xlabel)
+    view = frame.view
     ax.set_ylabel("share of total (%)" if view == "share" else "loss")
     if frame.empty:
         fig._loss_inspect_series = {}
@@ -144,10 +169,41 @@ def _draw_canvas(figure):
 
 
 class _Frame:
-    """What one plot shows, as arrays: computed first, then drawn or updated."""
+    """What one plot shows, as arrays: computed first, then drawn or updated.
+
+    Every series is drawn at precomputed indices (``keep``: the stack and
+    its total; ``keeps``: each line; ``range_keep``, ``eval_keep``), so
+    the drawing does no decimation of its own and `reduced` can drop every
+    record it would not draw.
+    """
 
     def __init__(self, **fields):
         self.__dict__.update(fields)
+
+    def reduced(self) -> "_Frame":
+        """The same frame with only the records drawn (at most a few
+        thousand): what a live view sends to its render process."""
+        if not len(self.x):
+            return self
+        indices = [self.keep, self.range_keep, *self.keeps.values()]
+        if any(isinstance(k, slice) for k in indices if k is not None):
+            return self  # short enough to be drawn whole
+        used = np.unique(np.concatenate([k for k in indices if k is not None]))
+        remap = lambda k: None if k is None else np.searchsorted(used, k)  # noqa: E731
+        fields = dict(self.__dict__)
+        fields.update(
+            x=self.x[used], ys=[y[used] for y in self.ys],
+            present=[p[used] for p in self.present], total=self.total[used],
+            total_range=None if self.total_range is None else tuple(
+                r[used] for r in self.total_range),
+            keep=remap(self.keep), range_keep=remap(self.range_keep),
+            keeps={label: remap(k) for label, k in self.keeps.items()},
+        )
+        if self.evals is not None and not isinstance(self.eval_keep, slice):
+            ex, ey = self.evals
+            fields.update(evals=(ex[self.eval_keep], ey[self.eval_keep]),
+                          eval_keep=slice(None))
+        return _Frame(**fields)
 
 
 def _frame(history, view, phase, logy, smoothing, hidden, max_terms) -> _Frame:
@@ -187,11 +243,26 @@ def _frame(history, view, phase, logy, smoothing, hidden, max_terms) -> _Frame:
     found = [h.first_nonfinite() for h in ([main] if evals is None else [main, evals])]
     nonfinite = [f.record + 1 if by_record else f.step for f in found if f is not None]
     xlabel = "record (forward pass)" if by_record else "step"
+    evals = None if evals is None else (evals.steps.astype(np.float64), _clean(evals["total"]))
+    pos = _positive if logy else (lambda y: y)
+    keeps, range_keep = {}, None
+    if len(x):
+        if view == "lines":  # each line decimated on its own
+            for label, y, p in zip(labels, ys, present):
+                keeps[label] = _decimate(pos(np.where(p, y, np.nan)))
+            keeps["total"] = _decimate(pos(total))
+        else:
+            keeps["total"] = keep
+        if total_range is not None:
+            low, high = total_range
+            range_keep = _decimate(high)
+            if not isinstance(range_keep, slice):  # both the highest and the lowest
+                range_keep = np.union1d(range_keep, _decimate(low))
     return _Frame(
         view=view, logy=logy, empty=empty, x=x, labels=labels, ys=ys, present=present,
-        total=total, total_range=total_range, keep=keep, stacked=bool(len(x)),
-        evals=None if evals is None else (evals.steps.astype(np.float64),
-                                          _clean(evals["total"])),
+        total=total, total_range=total_range, keep=keep, keeps=keeps,
+        range_keep=range_keep, stacked=bool(len(x)), evals=evals,
+        eval_keep=None if evals is None else _decimate(pos(evals[1])),
         epoch_x=main.steps[starts].astype(np.float64),
         nonfinite_x=min(nonfinite) if nonfinite else None, xlabel=xlabel,
         # What the axes, legend and labels depend on: equal layouts are
@@ -201,18 +272,21 @@ def _frame(history, view, phase, logy, smoothing, hidden, max_terms) -> _Frame:
     )
 
 
+def _positive(y):
+    """Non-positive values masked, for a log axis."""
+    return np.where(y > 0, y, np.nan)
+
+
 def _draw_data(ax, frame, fig) -> list:
     """Draw the data of `frame` on `ax`; return the artists (to replace later)."""
     series = fig._loss_inspect_series = {}
     before = set(ax.get_children())
     x, logy, view = frame.x, frame.logy, frame.view
-    pos = (lambda y: np.where(y > 0, y, np.nan)) if logy else (lambda y: y)
+    pos = _positive if logy else (lambda y: y)
     keep = frame.keep
     if frame.total_range is not None and len(x):
         low, high = frame.total_range
-        k = _decimate(high)
-        if not isinstance(k, slice):  # keep both the highest and the lowest records
-            k = np.union1d(k, _decimate(low))
+        k = frame.range_keep
         ax.fill_between(x[k], pos(low[k]), pos(high[k]), color="0.3", alpha=0.18,
                         linewidth=0, label="_total range")
         series["total min"], series["total max"] = (x[k], pos(low[k])), (x[k], pos(high[k]))
@@ -220,7 +294,7 @@ def _draw_data(ax, frame, fig) -> list:
         for label, y, p, color in zip(frame.labels, frame.ys, frame.present,
                                       _colors(frame.labels)):
             y = np.where(p, y, np.nan)  # an absent term is a gap, not a zero
-            _draw_line(ax, series, label, x, pos(y), color=color, lw=1.2)
+            _draw_line(ax, series, label, x, pos(y), frame.keeps[label], color=color, lw=1.2)
     elif len(x):
         if frame.ys:
             ax.stackplot(x[keep], *[y[keep] for y in frame.ys], labels=frame.labels,
@@ -229,12 +303,12 @@ def _draw_data(ax, frame, fig) -> list:
     if view == "share":
         ax.set_ylim(0, 100)
     elif len(x):
-        _draw_line(ax, series, "total", x, pos(frame.total), color="black", lw=1.5,
-                   keep=None if view == "lines" else keep)
+        _draw_line(ax, series, "total", x, pos(frame.total), frame.keeps["total"],
+                   color="black", lw=1.5)
     if frame.evals is not None:
         ex, ey = frame.evals
-        _draw_line(ax, series, "eval total", ex, pos(ey), ls="none", marker="o", ms=4,
-                   mfc="white", mec="black")
+        _draw_line(ax, series, "eval total", ex, pos(ey), frame.eval_keep, ls="none",
+                   marker="o", ms=4, mfc="white", mec="black")
     if len(frame.epoch_x):  # dotted grey lines where a new epoch starts
         ax.vlines(frame.epoch_x, 0, 1, transform=ax.get_xaxis_transform(),
                   colors="0.6", linestyles=":", linewidth=1, label="_epochs")
@@ -398,8 +472,7 @@ def _decimate(y, max_points=_MAX_POINTS):
     return np.unique(np.minimum(np.r_[base + low, base + high, 0, n - 1], n - 1))
 
 
-def _draw_line(ax, series, label, x, y, *, keep=None, **style):
-    keep = _decimate(y) if keep is None else keep
+def _draw_line(ax, series, label, x, y, keep, **style):
     x, y = x[keep], y[keep]
     ax.plot(x, y, label=label, **style)
     series[label] = (x, y)

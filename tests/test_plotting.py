@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from loss_inspect.history import PHASES, LossHistory, Term
-from loss_inspect.plotting import VIEWS, figure_to_png, plot_history, plotted_series
+from loss_inspect.plotting import (VIEWS, draw_frame, figure_to_png, plot_history,
+                                   plotted_series, prepare_frame)
 
 TRAIN, EVAL, CALL = (PHASES.index(p) for p in ("train", "eval", "call"))
 
@@ -439,6 +440,49 @@ def test_a_spike_in_compacted_records_survives_as_the_total_range(view):
     assert s["total max"][1].max() == h.max("total").max() > 1000.0
     assert s["total min"][1].min() == h.min("total").min()
     assert s["total"][1].max() < 1000.0  # the bucket's mean, drawn as the line
+
+
+def with_evals(h, n=40):
+    """``h`` plus ``n`` eval records spread over its steps (phase "all" draws them)."""
+    cols = [h._add_term(Term("compiled", "compiled"))]
+    steps = np.linspace(1, h.records, n).astype(np.int64)
+    append(h, EVAL, cols, np.linspace(1.0, 3.0, n), steps=steps)
+    return h
+
+
+@pytest.mark.parametrize("view", VIEWS)
+@pytest.mark.parametrize("logy", [False, True])
+@pytest.mark.parametrize("history", ["full", "compacted", "short"])
+def test_a_reduced_frame_draws_exactly_what_the_whole_frame_draws(view, logy, history):
+    """A live view sends ``prepare_frame(...).reduced()`` to its render
+    process: it must draw the same series, point for point, as the history."""
+    if history == "short":
+        h = with_evals(large_history(n_records=900, n_terms=4), n=5)
+    else:
+        h = with_evals(large_history(n_records=60_000, n_terms=4, spike_at=4_321,
+                                     full_resolution=None if history == "compacted"
+                                     else 100_000))
+        assert h.compacted == (history == "compacted")
+    frame = prepare_frame(h, view=view, phase="all", logy=logy)
+    small = frame.reduced()
+    whole = plotted_series(plot_history(h, view=view, phase="all", logy=logy))
+    reduced = plotted_series(draw_frame(small))
+    assert reduced.keys() == whole.keys()
+    assert ("eval total" in whole) == (view != "share")  # shares have no eval totals
+    for label, (x, y) in whole.items():
+        np.testing.assert_array_equal(reduced[label][0], x, err_msg=label)
+        np.testing.assert_array_equal(reduced[label][1], y, err_msg=label)
+    if history != "short":  # the point of reducing: a few thousand records, not 60,000
+        assert len(small.x) < 12_000 < len(frame.x)
+        assert all(len(x) < 2_000 for x, _ in whole.values())  # drawn decimated
+
+
+def test_a_reduced_frame_pickles_small_whatever_the_history_length():
+    import pickle
+
+    h = large_history(n_records=1_000_000, n_terms=16)
+    small = prepare_frame(h, view="stack", max_terms=16).reduced()
+    assert len(pickle.dumps(small)) < 1_000_000
 
 
 def test_a_reused_figure_is_updated_in_place_with_the_new_data():
