@@ -38,6 +38,8 @@ from ._text import fmt_number
 __all__ = ["LiveView", "Dashboard"]
 
 _WAITING = "waiting for the first step"
+#: Seconds a frame may take in the helper process before the view gives up on it.
+_RENDER_TIMEOUT = 30.0
 
 
 def _ipywidgets(feature: str):
@@ -97,6 +99,12 @@ class LiveView:
             passes False and calls `finish` when the cell ends, so that no
             frame is drawn inside ``fit()`` but the throttled ones.
         clock: a monotonic clock (tests pass a fake one).
+        render_process: draw the frames during a run in a helper process
+            (`loss_inspect._render_process`), so that the training thread
+            only prepares them (about a millisecond instead of 30-70). The
+            final frame is always drawn here. ``"auto"`` (the default): in
+            a Jupyter kernel, unless ``LOSS_INSPECT_RENDER_PROCESS=0``. A
+            helper that cannot start or fails falls back to drawing here.
 
     Raises:
         ImportError: ipywidgets cannot be imported.
@@ -111,7 +119,7 @@ class LiveView:
     def __init__(self, recorder, *, view="stack", phase="train", logy=False,
                  smoothing=0, hidden=(), min_interval=0.25, max_overhead=0.01,
                  max_first_wait=2.0, first_frame_cost=None, dpi=80, final_in_fit=True,
-                 clock=time.monotonic):
+                 clock=time.monotonic, render_process="auto"):
         _check_pacing(min_interval=min_interval, max_overhead=max_overhead,
                       max_first_wait=max_first_wait)
         widgets = _ipywidgets("li.LiveView")
@@ -135,6 +143,12 @@ class LiveView:
         self._last = clock()  # the first redraw also respects the budget
         self._drawn_records = -1
         self._figure = None
+        self._renderer = _render_process_for(render_process)
+        self._sequence = 0  # frames asked for; a reply older than the last is dropped
+        self._in_flight = None  # (sequence, records, state, asked at) of the frame being drawn
+        self._helper_seconds = 0.0  # what the helper's last frame took
+        #: Why the helper process stopped drawing for this view (None: it did not).
+        self.render_failure = None
         # align_self: a VBox stretches its children to its width, which showed
         # the PNG upscaled and blurry in JupyterLab and Notebook 7 (tests/e2e).
         self.image = widgets.Image(format="png", layout=widgets.Layout(
@@ -180,12 +194,18 @@ class LiveView:
 
     def _draw(self, final: bool, force: bool, state: str) -> bool:
         now = self._clock()
+        if self._renderer is not None:
+            self._show_rendered(now)
         if not final and now - self._last < self._interval:
             return False
+        if not final and self._renderer is not None:
+            return self._ask_renderer(now, state)
         history = self.recorder.history
         if final and not force and history.records == self._drawn_records and self.renders:
             self._set_status(state)  # the frame is up to date; only the state changes
             return False
+        self._sequence += 1  # a frame still being drawn elsewhere is older than this one
+        self._in_flight = None
         phase = effective_phase(history, self.options["phase"])
         self._figure = plotting.plot_history(
             history, figure=self._figure, title=f"{self.recorder._model_name}",
@@ -194,10 +214,7 @@ class LiveView:
         self.image.value = plotting.figure_to_png(self._figure, dpi=self.dpi, fast=True)
         self._set_status(state)
         cost = self._clock() - now
-        if self.renders == 0 and self._learns_first_frame:
-            # The next view's first frame waits for its real cost (the
-            # first frame lays out the figure and its legend: 2-3 frames).
-            LiveView.first_frame_seconds = cost
+        self._learn_first_frame(cost)
         # The next frame waits until this one is paid for, the costly first
         # one included: drawing stays within max_overhead of the time.
         self._interval = self._spacing(cost)
@@ -205,6 +222,67 @@ class LiveView:
         self._drawn_records = history.records
         self.renders += 1
         return True
+
+    def _learn_first_frame(self, cost: float) -> None:
+        if self.renders == 0 and self._learns_first_frame:
+            # The next view's first frame waits for its real cost (the
+            # first frame lays out the figure and its legend: 2-3 frames).
+            LiveView.first_frame_seconds = cost
+
+    def _ask_renderer(self, now: float, state: str) -> bool:
+        """Send the next frame to the helper process (one at a time)."""
+        if self._in_flight is not None:
+            if now - self._in_flight[3] < _RENDER_TIMEOUT:
+                return False  # still drawing the last one
+            self._renderer_failed(f"no frame came back in {_RENDER_TIMEOUT:.0f} s")
+            return self._draw(False, False, state)
+        history = self.recorder.history
+        phase = effective_phase(history, self.options["phase"])
+        frame = plotting.prepare_frame(history, title=f"{self.recorder._model_name}",
+                                       **{**self.options, "phase": phase}).reduced()
+        self._sequence += 1
+        rc = _user_rc_params() if self._sequence == 1 else None
+        if not self._renderer.submit(id(self), self._sequence, frame, self.dpi, rc):
+            self._renderer_failed(self._renderer.last_error)
+            return self._draw(False, False, state)
+        self._in_flight = (self._sequence, history.records, state, now)
+        # Paced by the dearer of this thread's part and the helper's last frame.
+        self._interval = self._spacing(max(self._clock() - now, self._helper_seconds))
+        self._last = self._clock()
+        return True
+
+    def _show_rendered(self, now: float) -> None:
+        """Show the frame the helper finished, if it is the latest asked for."""
+        reply = self._renderer.take(id(self))
+        if reply is None:
+            if not self._renderer.alive:
+                self._renderer_failed(self._renderer.failure)
+            return
+        if self._in_flight is None or reply.sequence != self._in_flight[0]:
+            return  # a frame drawn here since: this one is older
+        _, records, state, _ = self._in_flight
+        self._in_flight = None
+        if reply.png is None:
+            self._renderer_failed(reply.error)
+            return
+        self.image.value = reply.png
+        self._set_status(state)
+        self._learn_first_frame(reply.seconds)
+        # The helper's drawing is paced like this process's: it shares the cores.
+        self._helper_seconds = reply.seconds
+        self._interval = max(self._interval, self._spacing(reply.seconds))
+        self._drawn_records = records
+        self.renders += 1
+
+    def _renderer_failed(self, reason) -> None:
+        """Draw in this process from now on, and say so once."""
+        self._renderer, self._in_flight = None, None
+        self.render_failure = reason or "unknown"
+        import warnings
+
+        warnings.warn(f"loss_inspect: the live view's render process failed "
+                      f"({self.render_failure}); drawing in the kernel instead.",
+                      RuntimeWarning, stacklevel=3)
 
     def _set_status(self, state: str) -> None:
         self.status.value = _status(self.recorder, state)
@@ -215,6 +293,9 @@ class LiveView:
         return max(self.min_interval, frame_cost * (1 - self.max_overhead) / self.max_overhead)
 
     def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.forget(id(self))
+            self._renderer = None
         self.widget.close()
         self._figure = None
 
@@ -223,6 +304,35 @@ class LiveView:
 
     def __repr__(self) -> str:
         return repr(self.widget)
+
+
+def _user_rc_params():
+    """This process's matplotlib style for the helper (None: matplotlib was
+    never imported here, so the defaults hold)."""
+    import sys
+
+    if "matplotlib" not in sys.modules:
+        return None
+    import matplotlib
+
+    return {key: value for key, value in matplotlib.rcParams.items()
+            if key != "backend"}  # the helper draws with Agg whatever this one uses
+
+
+def _render_process_for(requested):
+    """The helper process a new view draws with, or None (draw here)."""
+    if requested == "auto":
+        from ._display import render_process_enabled
+
+        requested = render_process_enabled()
+    if requested is not True and requested is not False:
+        raise ValueError(f"render_process must be True, False or 'auto'; "
+                         f"got render_process={requested!r}.")
+    if not requested:
+        return None
+    from . import _render_process
+
+    return _render_process.shared()
 
 
 def _check_pacing(*, min_interval, max_overhead, max_first_wait) -> None:

@@ -1,0 +1,248 @@
+"""Live frames drawn in a helper process, off the training thread.
+
+Why a process: a frame is 30-70 ms of matplotlib, nearly all of it with the
+GIL held. Drawn in the kernel's process it stalls training for all of that
+time, and a thread does not help (measured: a torch training loop made 5 %
+of its steps while a thread drew frames). The helper draws on another core;
+the kernel only prepares the frame (`plotting.prepare_frame`, numpy, about a
+millisecond, sent `reduced`) and forwards the PNG that comes back.
+
+One helper per Python process, started on the first live view that asks
+(`shared`) and used by every view after it; it keeps one figure per view,
+so frames after a view's first update in place. It runs
+``python -m loss_inspect._render_process``, reading requests from its
+stdin and writing replies to its stdout, each a length-prefixed pickle
+(the parent is its only peer). It exits when its stdin closes, which the
+parent's exit causes, and `close` (run at exit) waits for it.
+
+A helper that cannot start, dies or answers with an error is never fatal:
+the view falls back to drawing in its own process (`LiveView`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+_HEADER = struct.Struct("!Q")  # the length of the pickle that follows
+
+_shared: "RenderProcess | None" = None
+_start_failure: str | None = None
+_lock = threading.Lock()
+
+
+class Reply:
+    """One drawn frame: ``png`` is None when drawing failed (``error`` says why)."""
+
+    __slots__ = ("view", "sequence", "png", "seconds", "error")
+
+    def __init__(self, view, sequence, png, seconds, error):
+        self.view, self.sequence, self.png = view, sequence, png
+        self.seconds, self.error = seconds, error
+
+
+class RenderProcess:
+    """The parent's end of one helper process."""
+
+    def __init__(self, argv=None):
+        package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ, MPLBACKEND="Agg")
+        # The helper imports this package from where this process found it,
+        # installed or not.
+        env["PYTHONPATH"] = os.pathsep.join(
+            [package_root] + [p for p in [env.get("PYTHONPATH")] if p])
+        self.process = subprocess.Popen(
+            argv or [sys.executable, "-m", "loss_inspect._render_process"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            env=env, close_fds=True,
+        )
+        self._replies: dict = {}
+        self._replies_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self.failure: str | None = None  # why the helper is gone (None: it is not)
+        self.last_error: str | None = None  # why the last message could not be sent
+        self._reader = threading.Thread(target=self._read_replies, daemon=True,
+                                        name="loss_inspect-render-replies")
+        self._reader.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.failure is None
+
+    def submit(self, view: int, sequence: int, frame, dpi: int, rc=None) -> bool:
+        """Ask for ``frame`` drawn at ``dpi``; False if the helper is gone.
+
+        ``rc``: the matplotlib rcParams this view's frames are drawn with from
+        now on (the user's style lives in this process, not the helper's).
+        """
+        return self._send((view, sequence, frame, dpi, rc))
+
+    def forget(self, view: int) -> None:
+        """The view closed: the helper drops its figure."""
+        self._send((view, None, None, None, None))
+
+    def take(self, view: int) -> Reply | None:
+        """The latest reply for ``view`` not taken yet, or None."""
+        with self._replies_lock:
+            return self._replies.pop(view, None)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """End the helper: close its stdin, then kill it if it lingers."""
+        self._fail("closed")
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._reader.join(timeout)  # it ends at the pipe's end of file
+        if not self._reader.is_alive():
+            self.process.stdout.close()
+
+    def _send(self, message) -> bool:
+        if self.failure is not None:
+            self.last_error = self.failure
+            return False
+        try:
+            data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # e.g. an rcParam that cannot be pickled
+            self.last_error = f"cannot send the frame ({type(exc).__name__}: {exc})"
+            return False
+        try:
+            with self._write_lock:
+                self.process.stdin.write(_HEADER.pack(len(data)) + data)
+                self.process.stdin.flush()
+        except (OSError, ValueError) as exc:  # a broken pipe: the helper died
+            self._fail(f"the render process stopped ({type(exc).__name__}: {exc})")
+            self.last_error = self.failure
+            return False
+        return True
+
+    def _read_replies(self) -> None:
+        stream = self.process.stdout
+        while True:
+            message = _read_message(stream)
+            if message is None:
+                code = self.process.poll()
+                self._fail(f"the render process exited (code {code})")
+                return
+            reply = Reply(*message)
+            with self._replies_lock:
+                self._replies[reply.view] = reply
+
+    def _fail(self, reason: str) -> None:
+        if self.failure is None:
+            self.failure = reason
+
+
+def shared() -> RenderProcess | None:
+    """This process's helper, started on first use; None if it cannot run.
+
+    A helper that failed to start is not tried again (each try would cost a
+    process start per view); one that died since is replaced.
+    """
+    global _shared, _start_failure
+    with _lock:
+        if _shared is not None:
+            if _shared.alive:
+                return _shared
+            _shared.close()  # died: its pipes go before a new one starts
+        if _start_failure is not None:
+            return None
+        try:
+            _shared = RenderProcess()
+        except (OSError, ValueError) as exc:
+            _start_failure = f"{type(exc).__name__}: {exc}"
+            return None
+        return _shared
+
+
+def _close_shared() -> None:
+    if _shared is not None:
+        _shared.close()
+
+
+atexit.register(_close_shared)
+
+
+def _read_message(stream):
+    header = _read_exactly(stream, _HEADER.size)
+    if header is None:
+        return None
+    body = _read_exactly(stream, _HEADER.unpack(header)[0])
+    return None if body is None else pickle.loads(body)
+
+
+def _read_exactly(stream, size: int) -> bytes | None:
+    chunks, left = [], size
+    while left:
+        chunk = stream.read(left)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _write_message(stream, message) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def _warm_up(plotting) -> None:
+    """Import and draw once before the first request: views pace their
+    frames by what the helper says a frame took, and a first frame that
+    also paid for the imports (0.2-0.3 s) would space the next ones 100 times
+    that far apart."""
+    from .history import LossHistory
+
+    figure = plotting.draw_frame(plotting.prepare_frame(LossHistory(), title="warm-up"))
+    plotting.figure_to_png(figure, dpi=80, fast=True)
+
+
+def main() -> None:
+    """The helper: draw each requested frame into that view's figure, reply with its PNG."""
+    import matplotlib
+
+    from . import plotting
+
+    requests, replies = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing but replies may reach the parent's pipe
+    _warm_up(plotting)
+    figures: dict = {}
+    styles: dict = {}
+    while True:
+        message = _read_message(requests)
+        if message is None:
+            return  # the parent closed the pipe or exited
+        view, sequence, frame, dpi, rc = message
+        if frame is None:
+            figures.pop(view, None)
+            styles.pop(view, None)
+            continue
+        if rc is not None:
+            styles[view] = rc
+        start = time.process_time()
+        try:
+            with matplotlib.rc_context(styles.get(view)):
+                figure = plotting.draw_frame(frame, figure=figures.get(view))
+                figures[view] = figure
+                png = plotting.figure_to_png(figure, dpi=dpi, fast=True)
+            error = None
+        except Exception as exc:  # reported to the view, which draws it itself
+            png, error = None, f"{type(exc).__name__}: {exc}"
+        _write_message(replies, (view, sequence, png, time.process_time() - start, error))
+
+
+if __name__ == "__main__":
+    main()
