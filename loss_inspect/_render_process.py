@@ -22,6 +22,7 @@ the view falls back to drawing in its own process (`LiveView`).
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
 import pickle
 import struct
@@ -35,16 +36,23 @@ _HEADER = struct.Struct("!Q")  # the length of the pickle that follows
 _shared: "RenderProcess | None" = None
 _start_failure: str | None = None
 _lock = threading.Lock()
+_view_keys = itertools.count(1)
+
+
+def new_view_key() -> int:
+    """A key for one view's figure in the helper, never reused in this process."""
+    return next(_view_keys)
 
 
 class Reply:
-    """One drawn frame: ``png`` is None when drawing failed (``error`` says why)."""
+    """One drawn frame: ``png`` is None when drawing failed (``error`` says
+    why); ``figures``: how many views' figures the helper holds now."""
 
-    __slots__ = ("view", "sequence", "png", "seconds", "error")
+    __slots__ = ("view", "sequence", "png", "seconds", "error", "figures")
 
-    def __init__(self, view, sequence, png, seconds, error):
+    def __init__(self, view, sequence, png, seconds, error, figures):
         self.view, self.sequence, self.png = view, sequence, png
-        self.seconds, self.error = seconds, error
+        self.seconds, self.error, self.figures = seconds, error, figures
 
 
 class RenderProcess:
@@ -57,6 +65,7 @@ class RenderProcess:
         # installed or not.
         env["PYTHONPATH"] = os.pathsep.join(
             [package_root] + [p for p in [env.get("PYTHONPATH")] if p])
+        self.pid = os.getpid()  # a forked child must not write into this helper's pipe
         self.process = subprocess.Popen(
             argv or [sys.executable, "-m", "loss_inspect._render_process"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -67,6 +76,7 @@ class RenderProcess:
         self._write_lock = threading.Lock()
         self.failure: str | None = None  # why the helper is gone (None: it is not)
         self.last_error: str | None = None  # why the last message could not be sent
+        self.replies = 0  # frames (or errors) that came back, all views together
         self._reader = threading.Thread(target=self._read_replies, daemon=True,
                                         name="loss_inspect-render-replies")
         self._reader.start()
@@ -138,6 +148,7 @@ class RenderProcess:
             reply = Reply(*message)
             with self._replies_lock:
                 self._replies[reply.view] = reply
+                self.replies += 1
 
     def _fail(self, reason: str) -> None:
         if self.failure is None:
@@ -152,7 +163,7 @@ def shared() -> RenderProcess | None:
     """
     global _shared, _start_failure
     with _lock:
-        if _shared is not None:
+        if _shared is not None and _shared.pid == os.getpid():
             if _shared.alive:
                 return _shared
             _shared.close()  # died: its pipes go before a new one starts
@@ -167,7 +178,7 @@ def shared() -> RenderProcess | None:
 
 
 def _close_shared() -> None:
-    if _shared is not None:
+    if _shared is not None and _shared.pid == os.getpid():
         _shared.close()
 
 
@@ -241,7 +252,8 @@ def main() -> None:
             error = None
         except Exception as exc:  # reported to the view, which draws it itself
             png, error = None, f"{type(exc).__name__}: {exc}"
-        _write_message(replies, (view, sequence, png, time.process_time() - start, error))
+        _write_message(replies, (view, sequence, png, time.process_time() - start, error,
+                                 len(figures)))
 
 
 if __name__ == "__main__":

@@ -3,21 +3,27 @@
 Only core ipywidgets (``Image``, ``HTML``, ``VBox`` and plain controls), no
 custom JavaScript, so they render in JupyterLab, Notebook 7, VS Code and Colab.
 The figure is rendered to PNG and pushed into one persistent ``Image`` (no
-``clear_output`` flicker, no pyplot figures). Redraws run on the main thread
-right after a step function returns, throttled by wall clock: at least
-``min_interval`` seconds apart (4 per second at most) and spaced so that
-drawing takes at most ``max_overhead`` of the time (1 %: the recorder's own
-cost is 3 % of a 1.6 ms PyTorch step on a fast 2-core CPU, and a watched fit
-must stay within 5 %); the final state is always drawn (by ``%%losses`` after
-``fit()`` returns). Every frame counts, the first included: it lays out the
-figure and costs two to four times an in-place update (0.08-0.3 s on a
+``clear_output`` flicker, no pyplot figures). Frames are asked for on the
+main thread right after a step function returns, throttled by wall clock: at
+least ``min_interval`` seconds apart (4 per second at most) and spaced so
+that drawing takes at most ``max_overhead`` of the time (1 %: the recorder's
+own cost is 3 % of a 1.6 ms PyTorch step on a fast 2-core CPU, and a watched
+fit must stay within 5 %); the final state is always drawn (by ``%%losses``
+after ``fit()`` returns). In a kernel the frames during a run are drawn by a
+helper process (`loss_inspect._render_process`): the main thread prepares
+the frame's arrays (about a millisecond) and shows the PNG that comes back
+at a later step, so training does not wait for matplotlib's 30-70 ms; the
+helper's own time is paced by the same budget, since it shares the cores.
+The final frame is drawn here, and a frame the helper finishes after one
+drawn here is dropped. Every frame counts, the first included: it lays out
+the figure and costs two to four times an in-place update (0.08-0.3 s on a
 2-core host), so the next frame waits until it is paid for. The first frame
 itself waits for a budget sized from the last first frame this process drew,
 but never more than ``max_first_wait`` (2 s): at 1 % an 80 ms first frame
 would otherwise wait 8 s, and a view that shows nothing for a whole 8 s fit
-is not live. That one frame is the only drawing over budget: about 80 ms
-per run on a slow host, 1 % of an 8 s fit. A view's text repr is
-constant, so frontend-less runs (nbval) stay deterministic.
+is not live. That one frame is the only drawing over budget (in-process:
+about 80 ms per run on a slow host, 1 % of an 8 s fit). A view's text repr
+is constant, so frontend-less runs (nbval) stay deterministic.
 
 The status line always ends on how the run ended: ``done``, or ``stopped by
 ValueError at step N`` when the cell or fit raised (``LiveView.finish``). This
@@ -144,6 +150,8 @@ class LiveView:
         self._drawn_records = -1
         self._figure = None
         self._renderer = _render_process_for(render_process)
+        self._render_key = _new_render_key() if self._renderer is not None else None
+        self._helper_has_figure = False  # else the next frame sends this process's style
         self._sequence = 0  # frames asked for; a reply older than the last is dropped
         self._in_flight = None  # (sequence, records, state, asked at) of the frame being drawn
         self._helper_seconds = 0.0  # what the helper's last frame took
@@ -200,12 +208,12 @@ class LiveView:
             return False
         if not final and self._renderer is not None:
             return self._ask_renderer(now, state)
+        if final:
+            self._end_helper_run()
         history = self.recorder.history
         if final and not force and history.records == self._drawn_records and self.renders:
             self._set_status(state)  # the frame is up to date; only the state changes
             return False
-        self._sequence += 1  # a frame still being drawn elsewhere is older than this one
-        self._in_flight = None
         phase = effective_phase(history, self.options["phase"])
         self._figure = plotting.plot_history(
             history, figure=self._figure, title=f"{self.recorder._model_name}",
@@ -222,6 +230,16 @@ class LiveView:
         self._drawn_records = history.records
         self.renders += 1
         return True
+
+    def _end_helper_run(self) -> None:
+        """The run is over (a final frame): a frame still being drawn by the
+        helper is older than this state and is dropped, and the helper lets
+        go of this view's figure (``%%losses`` never closes its view)."""
+        self._sequence += 1
+        self._in_flight = None
+        if self._renderer is not None and self._helper_has_figure:
+            self._renderer.forget(self._render_key)
+            self._helper_has_figure = False
 
     def _learn_first_frame(self, cost: float) -> None:
         if self.renders == 0 and self._learns_first_frame:
@@ -241,11 +259,12 @@ class LiveView:
         frame = plotting.prepare_frame(history, title=f"{self.recorder._model_name}",
                                        **{**self.options, "phase": phase}).reduced()
         self._sequence += 1
-        rc = _user_rc_params() if self._sequence == 1 else None
-        if not self._renderer.submit(id(self), self._sequence, frame, self.dpi, rc):
+        rc = None if self._helper_has_figure else _user_rc_params()
+        if not self._renderer.submit(self._render_key, self._sequence, frame, self.dpi, rc):
             self._renderer_failed(self._renderer.last_error)
             return self._draw(False, False, state)
         self._in_flight = (self._sequence, history.records, state, now)
+        self._helper_has_figure = True
         # Paced by the dearer of this thread's part and the helper's last frame.
         self._interval = self._spacing(max(self._clock() - now, self._helper_seconds))
         self._last = self._clock()
@@ -253,7 +272,7 @@ class LiveView:
 
     def _show_rendered(self, now: float) -> None:
         """Show the frame the helper finished, if it is the latest asked for."""
-        reply = self._renderer.take(id(self))
+        reply = self._renderer.take(self._render_key)
         if reply is None:
             if not self._renderer.alive:
                 self._renderer_failed(self._renderer.failure)
@@ -294,7 +313,7 @@ class LiveView:
 
     def close(self) -> None:
         if self._renderer is not None:
-            self._renderer.forget(id(self))
+            self._renderer.forget(self._render_key)
             self._renderer = None
         self.widget.close()
         self._figure = None
@@ -317,6 +336,12 @@ def _user_rc_params():
 
     return {key: value for key, value in matplotlib.rcParams.items()
             if key != "backend"}  # the helper draws with Agg whatever this one uses
+
+
+def _new_render_key() -> int:
+    from ._render_process import new_view_key
+
+    return new_view_key()
 
 
 def _render_process_for(requested):

@@ -38,6 +38,15 @@ def test_a_short_real_run_records_every_watched_step_and_sends_frames(backend):
     assert row[:4] == (_report.KERNEL_LABEL, backend, "tiny (128 steps/fit)",
                        f"{result['ratio']:.3f}×")
     assert row[5] == "≤ 1.05×" and "steps recorded" not in row[4]
+    assert result["helper_frames"] >= 0 and "drawn" in row[4]
+
+
+def test_the_row_says_who_drew_the_frames():
+    assert _report._drawn_by({"helper_frames": 0}) == (
+        "every frame drawn in the kernel (no helper process)")
+    assert _report._drawn_by({"helper_frames": 1.5}) == (
+        "1.5 frames per cell drawn by the helper process, the final one in the kernel")
+    assert _report._drawn_by({}) == "frames drawn in the kernel"  # results from before
 
 
 def test_a_failing_cell_says_what_failed_in_the_kernel():

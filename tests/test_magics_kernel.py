@@ -123,6 +123,45 @@ def test_body_error_fails_the_cell_and_keeps_the_records():
     assert _texts(nb.cells[2]).strip() == "4 4 []"
 
 
+@pytest.mark.parametrize("setting", ["auto", "off"])
+def test_live_frames_come_from_the_helper_process_which_ends_with_the_kernel(setting):
+    """In a kernel the frames drawn during the fit come from the helper
+    process (`loss_inspect._render_process`); LOSS_INSPECT_RENDER_PROCESS=0
+    keeps them in the kernel. Either way the cell's outputs are the same, and
+    no helper outlives the kernel."""
+    nb = _run([
+        _setup(),
+        "import time, keras\n"
+        "slow = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: time.sleep(0.05))",
+        "%%losses model -o rep\n"
+        "model.fit(x, y, batch_size=16, epochs=16, verbose=0, callbacks=[slow])",
+        "from loss_inspect import _render_process as rp\n"
+        "helper = rp._shared\n"
+        "print(len(rep.history), helper is not None and helper.alive,\n"
+        "      helper.replies if helper else 0, helper.process.pid if helper else -1)",
+    ], env={"LOSS_INSPECT_RENDER_PROCESS": "1" if setting == "auto" else "0"})
+    records, alive, replies, pid = _texts(nb.cells[3]).split()
+    assert int(records) == 16 * 4
+    kinds = [sorted(o.get("data", {})) for o in nb.cells[2].outputs]
+    assert [WIDGET_MIME in k for k in kinds] == [True, False, False]  # widget, table, figure
+    assert "done" in _live_status(nb, nb.cells[2].outputs[0])
+    if setting == "off":
+        assert (alive, replies, pid) == ("False", "0", "-1")
+        return
+    assert alive == "True" and int(replies) >= 1  # at least one frame during the fit
+    deadline = time.monotonic() + 30
+    while True:  # the kernel has shut down: its helper must be gone too
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            break
+        with open(f"/proc/{pid}/stat") as stat:
+            if stat.read().split()[2] == "Z":
+                break
+        assert time.monotonic() < deadline, f"helper {pid} outlived its kernel"
+        time.sleep(0.1)
+
+
 def test_usage_error_is_an_error_for_nbclient():
     with pytest.raises(CellExecutionError, match="no variable named 'mdl'"):
         _run([_setup(), "%%losses mdl\npass"])

@@ -59,6 +59,7 @@ import sys, time
 sys.path.insert(0, {here!r})
 import _overhead
 import loss_inspect as li
+from loss_inspect import _render_process as _li_render
 %load_ext loss_inspect
 model = _overhead.build({model!r})
 x, y, batch = _overhead.data({model!r})
@@ -77,7 +78,9 @@ CELLS = {"plain": BODY, "watched": "%%losses model\n" + BODY}
 #: Evaluated in the kernel after each cell (``user_expressions``).
 EXPRESSIONS = {
     "plain": {"fit_s": "_bench_fit_s"},
-    "watched": {"fit_s": "_bench_fit_s", "records": "li.last().history.records"},
+    "watched": {"fit_s": "_bench_fit_s", "records": "li.last().history.records",
+                # frames the helper process drew so far, all cells together
+                "helper_frames": "_li_render._shared.replies if _li_render._shared else 0"},
 }
 
 
@@ -161,6 +164,7 @@ def summarize(model_name, pairs, epochs, steps_per_cell, kernel_start_s):
     logs = np.log(np.array(values("watched", "fit_s")) / np.array(values("plain", "fit_s")))
     rng = np.random.default_rng(0)
     updates = [pair["watched"]["image_updates"] for pair in pairs]
+    drawn = values("watched", "helper_frames")  # running totals
     image_bytes = sum(pair["watched"]["image_bytes"] for pair in pairs)
     return {
         "model": model_name,
@@ -174,6 +178,9 @@ def summarize(model_name, pairs, epochs, steps_per_cell, kernel_start_s):
         "cell_extra_s": around_fit("watched") - around_fit("plain"),
         "image_updates": statistics.median(updates),
         "image_kb": image_bytes / max(1, sum(updates)) / 1e3,
+        # per counted cell; 0 when the frames were drawn in the kernel
+        "helper_frames": (float(statistics.median(np.diff(drawn))) if len(drawn) > 1
+                          else float(drawn[0])),
         "steps_recorded": int(sum(values("watched", "records"))),
         "steps_expected": steps_per_cell * len(pairs),
         "kernel_start_s": kernel_start_s,

@@ -242,6 +242,17 @@ def _step_model_rows(backend, res):
     return [aa, (STEP_LABELS["ratio"], backend, name, _x(ratio), detail, text, verdict)]
 
 
+def _drawn_by(res) -> str:
+    """Who drew the frames during the fit (`loss_inspect._render_process`)."""
+    frames = res.get("helper_frames")
+    if frames is None:
+        return "frames drawn in the kernel"
+    if frames == 0:
+        return "every frame drawn in the kernel (no helper process)"
+    return (f"{frames:g} frame{'s' if frames != 1 else ''} per cell drawn by the "
+            f"helper process, the final one in the kernel")
+
+
 def _kernel_rows(kernel):
     """Rows of the ``%%losses``-in-a-kernel measurement (`_kernel.py`)."""
     rows = []
@@ -257,7 +268,7 @@ def _kernel_rows(kernel):
                   f"sd of log ratio {res['log_sd']:.3f}; {updates:g} image "
                   f"update{'s' if updates != 1 else ''} per cell (the final one "
                   f"included; {res['image_kb']:.0f} kB each, sent as widget comm "
-                  f"messages; no frontend); the cell around its `fit()`: "
+                  f"messages; no frontend); {_drawn_by(res)}; the cell around its `fit()`: "
                   f"{1e3 * res['cell_extra_s']:+.0f} ms (attach, final frame, table, "
                   f"figure)") + _unrecorded(res)
         text, limit = target(res["model"], "live", backend)
@@ -444,7 +455,9 @@ NOTES = """\
   alternate, the order swapped each pair, the first pair a warm-up. Each
   body runs an 8-batch settling fit (the attach and detach retrace), then
   the timed `fit()` (`--live-seconds` long, timed in the kernel). Its
-  throttled frames go out as widget comm messages. The ratio is the median
+  throttled frames are drawn by the helper process, as in any kernel
+  (`LOSS_INSPECT_RENDER_PROCESS=0` in the benchmark's environment draws
+  them in the kernel), and go out as widget comm messages. The ratio is the median
   pair's, with a 95 % bootstrap interval; the attached cells must record
   every step. The cell's cost beyond its `fit()` (request to idle, minus
   the fit, against the plain cell's) is given apart.
