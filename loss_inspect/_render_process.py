@@ -2,8 +2,8 @@
 
 Why a process: a frame is 30-70 ms of matplotlib, nearly all of it with the
 GIL held. Drawn in the kernel's process it stalls training for all of that
-time, and a thread does not help (measured: a torch training loop made 5 %
-of its steps while a thread drew frames). The helper draws on another core;
+time, and a thread does not help (measured: a torch training loop made 2-8 %
+of its usual steps while a thread drew frames). The helper draws on another core;
 the kernel only prepares the frame (`plotting.prepare_frame`, numpy, about a
 millisecond, sent `reduced`) and forwards the PNG that comes back.
 
