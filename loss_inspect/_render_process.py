@@ -12,8 +12,12 @@ One helper per Python process, started on the first live view that asks
 so frames after a view's first update in place. It runs
 ``python -m loss_inspect._render_process``, reading requests from its
 stdin and writing replies to its stdout, each a length-prefixed pickle
-(the parent is its only peer). It exits when its stdin closes, which the
-parent's exit causes, and `close` (run at exit) waits for it.
+(the parent is its only peer). Two daemon threads of the parent do the
+pipe work: the writer sends the latest request of each view (the training
+thread only queues it, so a helper busy with another view's frame, or
+stuck, never blocks a step) and the reader keeps each view's latest reply.
+The helper exits when its stdin closes, which the parent's exit causes, and
+`close` (run at exit) waits for it.
 
 A helper that cannot start, dies or answers with an error is never fatal:
 the view falls back to drawing in its own process (`LiveView`).
@@ -73,13 +77,20 @@ class RenderProcess:
         )
         self._replies: dict = {}
         self._replies_lock = threading.Lock()
-        self._write_lock = threading.Lock()
+        # Messages wait here for the writer thread, the latest per view: the
+        # training thread never blocks on the pipe, even while the helper is
+        # busy with another view's frame or stuck.
+        self._outbox: dict = {}
+        self._outbox_changed = threading.Condition()
         self.failure: str | None = None  # why the helper is gone (None: it is not)
         self.last_error: str | None = None  # why the last message could not be sent
         self.replies = 0  # frames (or errors) that came back, all views together
         self._reader = threading.Thread(target=self._read_replies, daemon=True,
                                         name="loss_inspect-render-replies")
+        self._writer = threading.Thread(target=self._write_requests, daemon=True,
+                                        name="loss_inspect-render-requests")
         self._reader.start()
+        self._writer.start()
 
     @property
     def alive(self) -> bool:
@@ -102,9 +113,17 @@ class RenderProcess:
         with self._replies_lock:
             return self._replies.pop(view, None)
 
+    def abandon(self, reason: str) -> None:
+        """Stop using this helper (it stopped answering); `shared` replaces it."""
+        self._fail(reason)
+
     def close(self, timeout: float = 2.0) -> None:
         """End the helper: close its stdin, then kill it if it lingers."""
         self._fail("closed")
+        self._writer.join(timeout)  # wakes at the failure; gone unless stuck in a write
+        if self._writer.is_alive():
+            self.process.kill()  # a stuck helper: the write fails, the writer ends
+            self._writer.join(timeout)
         try:
             self.process.stdin.close()
         except OSError:
@@ -119,6 +138,8 @@ class RenderProcess:
             self.process.stdout.close()
 
     def _send(self, message) -> bool:
+        """Queue ``message`` for the writer thread (it replaces one of the
+        same view still waiting); never blocks on the helper."""
         if self.failure is not None:
             self.last_error = self.failure
             return False
@@ -127,15 +148,28 @@ class RenderProcess:
         except Exception as exc:  # e.g. an rcParam that cannot be pickled
             self.last_error = f"cannot send the frame ({type(exc).__name__}: {exc})"
             return False
-        try:
-            with self._write_lock:
-                self.process.stdin.write(_HEADER.pack(len(data)) + data)
-                self.process.stdin.flush()
-        except (OSError, ValueError) as exc:  # a broken pipe: the helper died
-            self._fail(f"the render process stopped ({type(exc).__name__}: {exc})")
-            self.last_error = self.failure
-            return False
+        with self._outbox_changed:
+            self._outbox.pop(message[0], None)  # the newest goes last, in order
+            self._outbox[message[0]] = _HEADER.pack(len(data)) + data
+            self._outbox_changed.notify()
         return True
+
+    def _write_requests(self) -> None:
+        stream = self.process.stdin
+        while True:
+            with self._outbox_changed:
+                while not self._outbox and self.failure is None:
+                    self._outbox_changed.wait()
+                if self.failure is not None:
+                    return
+                view = next(iter(self._outbox))
+                data = self._outbox.pop(view)
+            try:
+                stream.write(data)
+                stream.flush()
+            except (OSError, ValueError) as exc:  # a broken pipe: the helper died
+                self._fail(f"the render process stopped ({type(exc).__name__}: {exc})")
+                return
 
     def _read_replies(self) -> None:
         stream = self.process.stdout
@@ -151,8 +185,10 @@ class RenderProcess:
                 self.replies += 1
 
     def _fail(self, reason: str) -> None:
-        if self.failure is None:
-            self.failure = reason
+        with self._outbox_changed:
+            if self.failure is None:
+                self.failure = reason
+            self._outbox_changed.notify_all()  # the writer thread ends
 
 
 def shared() -> RenderProcess | None:

@@ -252,7 +252,9 @@ class LiveView:
         if self._in_flight is not None:
             if now - self._in_flight[3] < _RENDER_TIMEOUT:
                 return False  # still drawing the last one
-            self._renderer_failed(f"no frame came back in {_RENDER_TIMEOUT:.0f} s")
+            reason = f"no frame came back in {_RENDER_TIMEOUT:.0f} s"
+            self._renderer.abandon(reason)  # the next view starts a new helper
+            self._renderer_failed(reason)
             return self._draw(False, False, state)
         history = self.recorder.history
         phase = effective_phase(history, self.options["phase"])

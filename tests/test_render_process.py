@@ -116,6 +116,40 @@ def test_a_frame_the_helper_cannot_draw_comes_back_as_an_error(helper):
     assert _wait_for_reply(helper, 4).png.startswith(b"\x89PNG")  # still serving
 
 
+def test_sending_never_blocks_on_a_stuck_helper_and_the_latest_frame_wins(helper):
+    """The training thread asks for frames: it must not wait on a pipe that a
+    busy or stuck helper does not read (a frame is larger than the pipe)."""
+    import pickle
+    import signal
+
+    frame = plotting.prepare_frame(_history(n_records=20_000, n_terms=8), view="lines",
+                                   title="m").reduced()
+    assert len(pickle.dumps(frame)) > 256 * 1024  # several pipe buffers
+    helper.process.send_signal(signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        for sequence in range(1, 6):  # two views, the second one's frames replacing each other
+            assert helper.submit(1, sequence, frame, dpi=80)
+            assert helper.submit(2, sequence, frame, dpi=80)
+        assert time.monotonic() - start < 1.0
+    finally:
+        helper.process.send_signal(signal.SIGCONT)
+    latest = {1: 0, 2: 0}
+
+    def both_drew_their_last():
+        for view in latest:
+            reply = helper.take(view)
+            if reply is not None:
+                assert reply.error is None
+                latest[view] = max(latest[view], reply.sequence)
+        return latest == {1: 5, 2: 5}
+
+    _wait_until(both_drew_their_last)
+    # The writer was stuck in a first frame while the rest came; of those,
+    # only each view's latest was still waiting: 2 or 3 frames drawn, not 10.
+    assert helper.replies <= 3
+
+
 def test_a_dead_helper_is_noticed_and_refuses_frames(helper):
     helper.process.kill()
     _wait_until(lambda: not helper.alive)
@@ -211,6 +245,7 @@ def test_a_frame_older_than_one_drawn_here_is_never_shown():
         _later(view)
         assert view.update()  # asks the helper for a frame...
         asked = view._in_flight[0]
+        _wait_until(lambda: not view._renderer._outbox)  # sent: the helper will draw it
         assert view.finish()  # ...and draws the final one here before it comes
         final = bytes(view.image.value)
         _wait_until(lambda: view._render_key in view._renderer._replies)
