@@ -54,6 +54,13 @@ def _wait_until(predicate, timeout=60.0):
         time.sleep(0.01)
 
 
+@pytest.fixture(autouse=True)
+def _first_frame_estimate_per_test(monkeypatch):
+    """A view here learns the helper's first-frame time into the class-wide
+    `LiveView.first_frame_seconds`; later tests' views must not be paced by it."""
+    monkeypatch.setattr(LiveView, "first_frame_seconds", LiveView.first_frame_seconds)
+
+
 @pytest.fixture
 def helper():
     process = _render_process.RenderProcess()
