@@ -37,19 +37,22 @@ def context() -> str:
     return KERNEL if getattr(ip, "kernel", None) is not None else TERMINAL
 
 
+def _switched_off(variable: str) -> bool:
+    """Is the environment switch ``variable`` set to 0 / false / no / off?"""
+    return os.environ.get(variable, "1").strip().lower() in _OFF
+
+
 def render_process_enabled() -> bool:
     """Should live frames be drawn in a helper process? In a kernel (where a
     frontend may be watching a long run), unless ``LOSS_INSPECT_RENDER_PROCESS=0``."""
-    if os.environ.get("LOSS_INSPECT_RENDER_PROCESS", "1").strip().lower() in _OFF:
-        return False
-    return context() == KERNEL
+    return not _switched_off("LOSS_INSPECT_RENDER_PROCESS") and context() == KERNEL
 
 
 def live_widgets_enabled(requested: bool = True) -> bool:
     """Should a live widget be shown? Needs a kernel, ipywidgets and no opt-out."""
     if not requested:
         return False
-    if os.environ.get("LOSS_INSPECT_LIVE", "1").strip().lower() in _OFF:
+    if _switched_off("LOSS_INSPECT_LIVE"):
         return False
     if context() != KERNEL:
         return False

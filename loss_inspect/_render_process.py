@@ -144,13 +144,13 @@ class RenderProcess:
             self.last_error = self.failure
             return False
         try:
-            data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+            data = _framed(message)
         except Exception as exc:  # e.g. an rcParam that cannot be pickled
             self.last_error = f"cannot send the frame ({type(exc).__name__}: {exc})"
             return False
         with self._outbox_changed:
             self._outbox.pop(message[0], None)  # the newest goes last, in order
-            self._outbox[message[0]] = _HEADER.pack(len(data)) + data
+            self._outbox[message[0]] = data
             self._outbox_changed.notify()
         return True
 
@@ -240,9 +240,14 @@ def _read_exactly(stream, size: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _write_message(stream, message) -> None:
+def _framed(message) -> bytes:
+    """``message`` as it goes down a pipe: its pickle's length, then the pickle."""
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_HEADER.pack(len(data)) + data)
+    return _HEADER.pack(len(data)) + data
+
+
+def _write_message(stream, message) -> None:
+    stream.write(_framed(message))
     stream.flush()
 
 

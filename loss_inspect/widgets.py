@@ -202,7 +202,7 @@ class LiveView:
 
     def _draw(self, final: bool, force: bool, state: str) -> bool:
         now = self._clock()
-        if self._renderer is not None:
+        if self._in_flight is not None:  # only then can a reply be waiting
             self._show_rendered(now)
         if not final and now - self._last < self._interval:
             return False
