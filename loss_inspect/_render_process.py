@@ -19,6 +19,16 @@ stuck, never blocks a step) and the reader keeps each view's latest reply.
 The helper exits when its stdin closes, which the parent's exit causes, and
 `close` (run at exit) waits for it.
 
+The helper runs at the lowest CPU priority (`NICENESS`): it draws with what
+training leaves idle. At normal priority it takes its core from training
+wherever training keeps both cores busy (a tiny torch fit does: its OpenMP
+threads spin), and training then waits for a preempted thread
+(`tests/bench/helper_priority.py`: a helper drawing without pause cost a
+torch fit 0.73 s per second of its CPU at niceness 0, nothing readable at
+19). Frames are paced by the helper's CPU time, not its wall time, so a low
+priority delays them (by about a second under full load) but does not thin
+them out.
+
 A helper that cannot start, dies or answers with an error is never fatal:
 the view falls back to drawing in its own process (`LiveView`).
 """
@@ -36,6 +46,8 @@ import threading
 import time
 
 _HEADER = struct.Struct("!Q")  # the length of the pickle that follows
+#: Added to the helper's niceness at its start (Unix; 19 is the lowest priority).
+NICENESS = 19
 
 _shared: "RenderProcess | None" = None
 _start_failure: str | None = None
@@ -262,8 +274,18 @@ def _warm_up(plotting) -> None:
     plotting.figure_to_png(figure, dpi=80, fast=True)
 
 
+def _lower_priority() -> None:
+    """Yield the CPU to training (see the module's docstring); a no-op where
+    the OS has no niceness (Windows) or a sandbox refuses the change."""
+    try:
+        os.nice(NICENESS)
+    except (AttributeError, OSError):
+        pass
+
+
 def main() -> None:
     """The helper: draw each requested frame into that view's figure, reply with its PNG."""
+    _lower_priority()  # first: the imports and the warm-up draw yield too
     import matplotlib
 
     from . import plotting

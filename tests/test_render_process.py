@@ -157,6 +157,16 @@ def test_sending_never_blocks_on_a_stuck_helper_and_the_latest_frame_wins(helper
     assert helper.replies <= 3
 
 
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="no niceness on this OS")
+def test_the_helper_draws_at_the_lowest_priority_and_the_parent_keeps_its_own(helper):
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert helper.submit(3, 1, plotting.prepare_frame(_history(), title="m"), dpi=80)
+    _wait_for_reply(helper, 3)  # drawn: the helper lowered its priority at its start
+    assert os.getpriority(os.PRIO_PROCESS, helper.process.pid) == min(
+        19, ours + _render_process.NICENESS)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == ours
+
+
 def test_a_dead_helper_is_noticed_and_refuses_frames(helper):
     helper.process.kill()
     _wait_until(lambda: not helper.alive)
