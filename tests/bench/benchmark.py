@@ -4,7 +4,7 @@ One command measures everything side by side and prints one markdown table
 (with the machine and the versions):
 
     python tests/bench/benchmark.py [--backends jax,tensorflow,torch] [--quick]
-                                    [--default-malloc] [--out docs/performance.md]
+                                    [--default-malloc] [--out FILE]
 
 Needs the ``bench`` extra (``pip install -e ".[bench,jax,tensorflow]" torch==2.13.0``).
 
