@@ -328,3 +328,32 @@ def test_auto_draws_in_process_outside_a_kernel_and_bad_values_are_refused():
             LiveView(rec, render_process="yes")
     finally:
         rec.detach()
+
+
+@pytest.mark.parametrize("max_overhead, share", [(0.01, 0.04), (0.1, 0.1)])
+def test_helper_frames_are_paced_by_the_helpers_budget_not_the_kernels(max_overhead, share):
+    """The helper draws at the lowest priority: its frames are spaced so that
+    it draws `widgets.HELPER_SHARE` (4 %) of the time, or the view's own
+    budget where that is larger; the kernel's part stays within the view's."""
+    from loss_inspect import widgets
+
+    assert widgets.HELPER_SHARE == 0.04
+    x, y = models.data(16 * 64)
+    model = models.mlp()
+    rec = li.attach(model)
+    view = LiveView(rec, min_interval=0.0, max_overhead=max_overhead, max_first_wait=0.0,
+                    final_in_fit=False, clock=ManualClock(), render_process=True)
+    rec.add_listener(view)
+    try:
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+        _settle(view)
+        _later(view)
+        before = view._helper_seconds  # the fit's frame(s): the first lays out the figure
+        assert view.update()  # sent to the helper; the manual clock stood still
+        _settle(view)
+        assert before > 0 and view._helper_seconds > 0
+        dearer = max(before, view._helper_seconds)
+        assert np.isclose(view._interval, dearer * (1 - share) / share)
+    finally:
+        view.close()
+        rec.detach()
