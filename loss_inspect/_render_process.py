@@ -26,8 +26,8 @@ threads spin), and training then waits for a preempted thread
 (`tests/bench/helper_priority.py`: a helper drawing without pause cost a
 torch fit 0.73 s per second of its CPU at niceness 0, nothing readable at
 19). Frames are paced by the helper's CPU time, not its wall time, so a low
-priority delays them (by about a second under full load) but does not thin
-them out.
+priority delays them (by up to a few seconds under full load) but does not
+thin them out.
 
 A helper that cannot start, dies or answers with an error is never fatal:
 the view falls back to drawing in its own process (`LiveView`).

@@ -42,13 +42,13 @@ from functools import lru_cache
 from html import escape
 
 from . import plotting
+from .report import effective_phase
+from ._text import fmt_number
 
 #: Largest share of wall time the helper process may spend drawing one
 #: view's frames (see the module docstring); this process's part of each of
 #: those frames stays within the view's ``max_overhead``.
 HELPER_SHARE = 0.04
-from .report import effective_phase
-from ._text import fmt_number
 
 __all__ = ["LiveView", "Dashboard"]
 
